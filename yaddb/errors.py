@@ -1,0 +1,49 @@
+"""The one exception tree of YADDB; every error says what was wrong and what to do."""
+from __future__ import annotations
+
+
+class YaddbError(Exception):
+    """Root of every error YADDB raises on purpose."""
+
+    http_status = 500
+
+
+class BadRequest(YaddbError, ValueError):
+    """The caller sent something we refuse."""
+
+    http_status = 400
+
+
+class InvalidKey(BadRequest):
+    """A key that is empty, too long or not bytes."""
+
+
+class ValueTooLarge(BadRequest):
+    """A value over the configured size limit."""
+
+    http_status = 413
+
+
+class StorageError(YaddbError):
+    """The storage engine cannot do what was asked."""
+
+
+class CorruptionError(StorageError):
+    """A file on disk fails its checksum or format check."""
+
+    def __init__(self, path: str, offset: int | None, what: str) -> None:
+        where = f"{path}" if offset is None else f"{path} at byte {offset}"
+        super().__init__(
+            f"corrupt data in {where}: {what}. The engine refuses to serve it; restore "
+            f"the file from a replica or backup, or move it aside to drop its contents."
+        )
+        self.path = path
+        self.offset = offset
+
+
+class DataDirLocked(StorageError):
+    """Another process already has the data directory open."""
+
+
+class EngineClosed(StorageError):
+    """The engine was closed, or stopped after a fatal I/O error."""

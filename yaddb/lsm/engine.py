@@ -1,0 +1,431 @@
+"""The storage engine: a crash-safe LSM tree of bytes keys and bytes values.
+
+Writes go to the write-ahead log, then the memtable; a full memtable is frozen and flushed to a
+segment by a background thread while a new one takes writes. Segments are merged by size-tiered
+compaction in a worker process (or thread), so merging does not hold this process's GIL.
+Reads look in the memtable, the frozen memtables, then segments newest first, each one only if
+its bloom filter says the key may be there.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import replace
+from typing import Iterable, Iterator, Optional
+
+import mmh3
+
+from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
+from yaddb.lsm import files, manifest as manifests, wal_format
+from yaddb.lsm.bloom import HASH_SEED
+from yaddb.lsm.compaction import merge
+from yaddb.lsm.maintenance import Maintenance
+from yaddb.lsm.memtable import MISSING, Memtable
+from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES, Segment
+from yaddb.lsm.wal import FSYNC_POLICIES, WalWriter, recover
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024
+DEFAULT_MAX_VALUE_BYTES = 4 << 20
+DEFAULT_MEMTABLE_BYTES = 1 << 20
+MAX_FROZEN_MEMTABLES = 2  # writers wait when flushing falls this far behind
+
+
+class Snapshot:
+    """Every live item as of one sequence number; later writes do not show through."""
+
+    def __init__(self, seq: int, sources: list) -> None:
+        self.seq = seq
+        self._sources = sources
+
+    def items(self, start: Optional[bytes] = None,
+              stop: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in key order, from `start` (inclusive) to `stop` (exclusive)."""
+        sources = [source(start) for source in self._sources]
+        for key, value in merge(sources, drop_tombstones=True):
+            if stop is not None and key >= stop:
+                return
+            yield key, value
+
+
+class WriteBatch:
+    """Puts and deletes applied together: one log record, one fsync. Use via Engine.batch()."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self._engine = engine
+        self.ops: list[tuple[bytes, Optional[bytes]]] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.ops.append((key, value))
+
+    def delete(self, key: bytes) -> None:
+        self.ops.append((key, None))
+
+    def __enter__(self) -> "WriteBatch":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._engine.write_batch(self.ops)
+
+
+class Engine:
+    """Open (or create) the database in directory `path`.
+
+    fsync: "always" (fsync before a write returns; concurrent writers share one fsync),
+    "interval" (fsync at most every fsync_interval_ms), or "never" (leave it to the OS).
+    compaction: "process" (a worker process merges segments), "thread", or "manual" (only
+    `compact()` merges).
+    """
+
+    def __init__(self, path: str, *, fsync: str = "always", fsync_interval_ms: int = 1000,
+                 memtable_bytes: int = DEFAULT_MEMTABLE_BYTES,
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 bits_per_key: float = DEFAULT_BITS_PER_KEY,
+                 compaction: str = "process", compaction_fanout: int = 4,
+                 max_segments: int = 12) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        self.path = path
+        self.fsync = fsync
+        self.memtable_bytes = memtable_bytes
+        self.max_value_bytes = max_value_bytes
+        self.block_bytes = block_bytes
+        self.bits_per_key = bits_per_key
+        self._view: Optional[tuple[Memtable, tuple[Memtable, ...], tuple[Segment, ...]]] = None
+        self._write_lock = threading.Lock()
+        self._state = threading.Condition()
+        self._failure: Optional[BaseException] = None
+        os.makedirs(path, exist_ok=True)
+        self._dir_lock = files.DirLock(path)
+        try:
+            self._open()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+        self._maintenance = Maintenance(self, compaction, compaction_fanout, max_segments)
+        self._syncer: Optional[threading.Thread] = None
+        self._stop_syncer = threading.Event()
+        if fsync == "interval":
+            self._syncer = threading.Thread(target=self._sync_periodically, name="yaddb-wal-sync",
+                                            args=(fsync_interval_ms / 1000.0,), daemon=True)
+            self._syncer.start()
+        if self._view[0].approx_bytes >= memtable_bytes:
+            with self._write_lock:
+                self._rotate()
+
+    # ---- opening -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        names = os.listdir(self.path)
+        numbered = [parsed for parsed in map(files.parse_name, names) if parsed]
+        # Temporary files count for numbering too, so no new file can take a name that a
+        # compaction worker of a killed process might still rename into place.
+        numbers = [parsed[1] for parsed in (files.parse_name(name.removesuffix(files.TMP_SUFFIX))
+                                            for name in names) if parsed]
+        loaded = manifests.load(self.path)
+        if loaded is None:
+            if numbered:
+                raise StorageError(
+                    f"{self.path} holds log or segment files but no {files.MANIFEST}; it was not "
+                    f"written by this engine or lost its manifest. Move the files aside to start empty.")
+            loaded = manifests.Manifest()
+            manifests.store(self.path, loaded)
+        self.manifest = loaded
+        self._next_file = max([loaded.next_file] + [number + 1 for number in numbers])
+        segments = tuple(Segment(os.path.join(self.path, files.segment_name(n)), n)
+                         for n in loaded.segments)
+        live = set(loaded.segments)
+        for name in names:
+            parsed = files.parse_name(name)
+            stale = name.endswith(files.TMP_SUFFIX) or (
+                parsed is not None and ((parsed[0] == "seg" and parsed[1] not in live)
+                                        or (parsed[0] == "wal" and parsed[1] < loaded.log_number)))
+            if stale:
+                log.info("%s: removing %s, left over from an unfinished flush or compaction",
+                         self.path, name)
+                os.remove(os.path.join(self.path, name))
+        memtable = Memtable()
+        seq = max([loaded.last_seq] + [s.max_seq for s in segments])
+        for _, number in sorted(p for p in numbered if p[0] == "wal" and p[1] >= loaded.log_number):
+            wal_path = os.path.join(self.path, files.wal_name(number))
+            batches = recover(wal_path)
+            if not batches:
+                os.remove(wal_path)  # nothing to protect; keeps empty logs from piling up
+                continue
+            for batch in batches:
+                for offset, (key, value) in enumerate(batch.entries):
+                    memtable.put(key, value, batch.first_seq + offset)
+                seq = max(seq, batch.last_seq)
+            memtable.wal_numbers.append(number)
+        self._seq = seq
+        self._wal = self._new_wal()
+        memtable.wal_numbers.append(self._wal.number)
+        self._view = (memtable, (), segments)
+
+    def allocate_file_number(self) -> int:
+        with self._state:
+            number = self._next_file
+            self._next_file += 1
+            return number
+
+    def _new_wal(self) -> WalWriter:
+        number = self.allocate_file_number()
+        return WalWriter(os.path.join(self.path, files.wal_name(number)), number)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        """The value stored under key, or None."""
+        view = self._view
+        if view is None:
+            raise EngineClosed(f"the engine at {self.path} is closed")
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = self._checked_key(key)
+        mem, frozen, segments = view
+        node = mem.nodes.get(key)
+        if node is not None:
+            return node.value
+        for table in frozen:
+            node = table.nodes.get(key)
+            if node is not None:
+                return node.value
+        if not segments:
+            return None
+        h1, h2 = mmh3.hash64(key, HASH_SEED, signed=False)
+        for segment in segments:
+            bloom = segment.bloom
+            position = h1 % bloom.m
+            # First probe inline: for an absent key it already says no about half the time.
+            if not bloom.bits[position >> 3] >> (position & 7) & 1 or not bloom.may_contain_hash(h1, h2):
+                continue
+            value = segment.lookup(key)
+            if value is not MISSING:
+                return value
+        return None
+
+    def snapshot(self) -> Snapshot:
+        """A consistent view of every live item as of the current sequence number."""
+        with self._write_lock:
+            mem, frozen, segments = self._require_view()
+            seq = self._seq
+            mem_items = list(mem.items())
+        sources = [lambda start: _from(mem_items, start)]
+        sources += [lambda start, t=table: _from(t.items(), start) for table in frozen]
+        sources += [lambda start, s=segment: s.items(start) for segment in segments]
+        return Snapshot(seq, sources)
+
+    def items(self, start: Optional[bytes] = None,
+              stop: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every live (key, value) in key order, as of the call."""
+        return self.snapshot().items(start, stop)
+
+    @property
+    def sequence(self) -> int:
+        """The sequence number of the latest write; writes are numbered 1, 2, 3, ..."""
+        return self._seq
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def put(self, key: bytes, value: bytes) -> int:
+        """Store value under key; returns the write's sequence number once it is durable."""
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = self._checked_key(key)
+        if type(value) is not bytes or len(value) > self.max_value_bytes:
+            value = self._checked_value(value)
+        return self._commit_one(key, value)
+
+    def delete(self, key: bytes) -> int:
+        """Delete key (a tombstone; deleting an absent key is harmless)."""
+        return self._commit_one(self._checked_key(key), None)
+
+    def write_batch(self, ops: Iterable[tuple[bytes, Optional[bytes]]]) -> int:
+        """Apply (key, value) pairs, value None meaning delete, atomically; returns the last seq."""
+        checked = [(self._checked_key(key), None if value is None else self._checked_value(value))
+                   for key, value in ops]
+        return self._commit(checked) if checked else self._seq
+
+    def batch(self) -> WriteBatch:
+        """`with engine.batch() as b: b.put(...); b.delete(...)` applies all of it on exit."""
+        return WriteBatch(self)
+
+    def _commit_one(self, key: bytes, value: Optional[bytes]) -> int:
+        """_commit for a single entry: the same steps without the batch bookkeeping."""
+        with self._write_lock:
+            mem, wal = self._writable()
+            seq = self._seq + 1
+            end = self._append(wal, wal_format.encode_single(seq, key, value))
+            mem.put(key, value, seq)
+            self._seq = seq
+            if mem.approx_bytes >= self.memtable_bytes:
+                self._rotate()
+        if self.fsync == "always":
+            self._sync(wal, end)
+        return seq
+
+    def _commit(self, entries: list[tuple[bytes, Optional[bytes]]]) -> int:
+        with self._write_lock:
+            mem, wal = self._writable()
+            first = self._seq + 1
+            end = self._append(wal, wal_format.encode_batch(first, entries))
+            for offset, (key, value) in enumerate(entries):
+                mem.put(key, value, first + offset)
+            self._seq = last = first + len(entries) - 1
+            if mem.approx_bytes >= self.memtable_bytes:
+                self._rotate()
+        if self.fsync == "always":
+            self._sync(wal, end)
+        return last
+
+    def _writable(self) -> tuple[Memtable, WalWriter]:
+        view = self._view
+        if view is None or self._failure is not None:
+            if view is None:
+                raise EngineClosed(f"the engine at {self.path} is closed")
+            raise EngineClosed(f"the engine at {self.path} stopped taking writes after an "
+                               f"I/O error: {self._failure}. Restart it to recover from its log.")
+        return view[0], self._wal
+
+    def _append(self, wal: WalWriter, record: bytes) -> int:
+        try:
+            return wal.append(record)
+        except OSError as exc:
+            # A partial record may now end the log; nothing may be appended after it.
+            self._failure = exc
+            raise StorageError(f"writing the log {wal.path} failed: {exc}") from exc
+
+    def _sync(self, wal: WalWriter, end: int) -> None:
+        try:
+            wal.sync_to(end)
+        except EngineClosed as exc:
+            self._failure = exc
+            raise
+
+    def _rotate(self) -> None:
+        """Freeze the memtable and start a new one with a new log. Holds the write lock."""
+        with self._state:
+            while len(self._view[1]) >= MAX_FROZEN_MEMTABLES and self._failure is None:
+                self._state.wait()  # flushing is behind: make writers wait rather than grow
+        # The frozen table keeps its log open: the flush syncs and closes it off this path.
+        self._view[0].wal = self._wal
+        self._wal = self._new_wal()
+        fresh = Memtable()
+        fresh.wal_numbers.append(self._wal.number)
+        with self._state:
+            mem, frozen, segments = self._view
+            self._view = (fresh, (mem,) + frozen, segments)
+            self._state.notify_all()
+
+    def flush(self, wait: bool = True) -> None:
+        """Move the memtable into a segment now (normally done when it reaches its size)."""
+        with self._write_lock:
+            if len(self._require_view()[0]):
+                self._rotate()
+        if wait:
+            self._maintenance.wait_idle(flushes_only=True)
+
+    def compact(self) -> None:
+        """Merge every segment into one, dropping overwritten values and tombstones."""
+        self.flush(wait=True)
+        self._maintenance.compact_all()
+        if self._maintenance.compaction_error:
+            raise StorageError(f"compaction failed: {self._maintenance.compaction_error}")
+
+    def wait_for_compactions(self, timeout: Optional[float] = None) -> bool:
+        """Block until no flush or compaction is pending; False if the timeout passed first."""
+        return self._maintenance.wait_idle(timeout=timeout)
+
+    # ---- helpers, stats and shutdown -----------------------------------------------------
+
+    def _require_view(self):
+        view = self._view
+        if view is None:
+            raise EngineClosed(f"the engine at {self.path} is closed")
+        return view
+
+    def _checked_key(self, key: object) -> bytes:
+        if isinstance(key, (bytearray, memoryview)):
+            key = bytes(key)
+        if type(key) is not bytes:
+            raise InvalidKey(f"a key must be bytes, not {type(key).__name__}")
+        if not 0 < len(key) <= MAX_KEY_BYTES:
+            raise InvalidKey(f"a key must be 1 to {MAX_KEY_BYTES} bytes long, not {len(key)}")
+        return key
+
+    def _checked_value(self, value: object) -> bytes:
+        if isinstance(value, (bytearray, memoryview)):
+            value = bytes(value)
+        if type(value) is not bytes:
+            raise InvalidKey(f"a value must be bytes, not {type(value).__name__}")
+        if len(value) > self.max_value_bytes:
+            raise ValueTooLarge(f"the value is {len(value)} bytes; the limit is "
+                                f"{self.max_value_bytes} (set max_value_bytes to raise it)")
+        return value
+
+    def _sync_periodically(self, interval: float) -> None:
+        while not self._stop_syncer.wait(interval):
+            try:
+                view = self._view
+                # Oldest log first, so a power cut never keeps newer writes and loses older ones.
+                for table in reversed(view[1] if view else ()):
+                    table.wal.sync()
+                self._wal.sync()
+            except EngineClosed as exc:
+                self._failure = exc
+                log.error("%s", exc)
+                return
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop taking writes after a background I/O error."""
+        with self._state:
+            self._failure = exc
+            self._state.notify_all()
+
+    def stats(self) -> dict:
+        mem, frozen, segments = self._require_view()
+        return {
+            "sequence": self._seq,
+            "fsync": self.fsync,
+            "memtable_bytes": mem.approx_bytes,
+            "memtable_entries": len(mem),
+            "frozen_memtables": len(frozen),
+            "segments": len(segments),
+            "keys_on_disk": sum(s.entries for s in segments),  # counts shadowed versions too
+            "tombstones_on_disk": sum(s.tombstones for s in segments),
+            "disk_bytes": sum(s.size for s in segments),
+            "index_bytes": sum(s.index_bytes for s in segments),
+            "bloom_bytes": sum(s.bloom_bytes for s in segments),
+            **self._maintenance.counters(),
+            "failed": None if self._failure is None else str(self._failure),
+        }
+
+    def close(self) -> None:
+        """Flush the memtable, finish background work, sync and release the directory."""
+        with self._write_lock:
+            if self._view is None:
+                return
+            if self._failure is None and len(self._view[0]):
+                self._rotate()
+            self._maintenance.stop()
+            self._stop_syncer.set()
+            if self._syncer is not None:
+                self._syncer.join()
+            self._wal.close(sync=self._failure is None)
+            for segment in self._view[2]:
+                segment.close()
+            self._view = None
+            self._dir_lock.release()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+
+def _from(items: Iterable[tuple[bytes, Optional[bytes]]],
+          start: Optional[bytes]) -> Iterator[tuple[bytes, Optional[bytes]]]:
+    return iter(items) if start is None else ((k, v) for k, v in items if k >= start)

@@ -1,0 +1,240 @@
+"""Background work of the engine: flushing frozen memtables and scheduling compactions.
+
+One thread does all of it, so the manifest has a single writer. Merges run in an executor (a
+worker process by default) and are installed by this thread when they finish.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Optional
+
+from yaddb.lsm import files, manifest as manifests
+from yaddb.lsm.compaction import compact_files, pick_run
+from yaddb.lsm.memtable import Memtable
+from yaddb.lsm.sstable import Segment, write_segment
+from yaddb.lsm.worker import WorkerProcess
+
+if TYPE_CHECKING:
+    from yaddb.lsm.engine import Engine
+
+log = logging.getLogger(__name__)
+
+COMPACTION_MODES = ("process", "thread", "manual")
+
+
+@dataclass
+class _Merge:
+    inputs: tuple[Segment, ...]
+    number: int
+    future: Future
+    everything: bool  # asked for by compact(): merge all segments
+
+
+class Maintenance:
+    def __init__(self, engine: "Engine", mode: str, fanout: int, max_segments: int) -> None:
+        if mode not in COMPACTION_MODES:
+            raise ValueError(f"compaction must be one of {', '.join(COMPACTION_MODES)}, not {mode!r}")
+        self._engine = engine
+        self._cond = engine._state
+        self._mode = mode
+        self._fanout = fanout
+        self._max_segments = max_segments
+        # One merge at a time; in "process" mode this thread only waits on the worker process.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="yaddb-compaction")
+        # Two workers, so a long merge never holds up a flush (and so the writers).
+        self._flusher = WorkerProcess() if mode == "process" else None
+        self._merger = WorkerProcess() if mode == "process" else None
+        self.compaction_error: Optional[str] = None
+        self._merge: Optional[_Merge] = None
+        self._compact_all = False
+        self._stopping = False
+        self._broken = False
+        self._flushes = 0
+        self._compactions = 0
+        self._thread = threading.Thread(target=self._loop, name="yaddb-maintenance", daemon=True)
+        self._thread.start()
+
+    # ---- called by the engine ------------------------------------------------------------
+
+    def counters(self) -> dict:
+        return {"flushes": self._flushes, "compactions": self._compactions,
+                "compaction_running": self._merge is not None,
+                "compaction_error": self.compaction_error}
+
+    def wait_idle(self, timeout: Optional[float] = None, flushes_only: bool = False) -> bool:
+        def idle() -> bool:
+            view = self._engine._view
+            if self._broken or view is None:
+                return True
+            if flushes_only:
+                return not view[1]
+            return not view[1] and self._merge is None and self._next_run(view[2]) is None
+        with self._cond:
+            return self._cond.wait_for(idle, timeout)
+
+    def compact_all(self) -> None:
+        with self._cond:
+            self._compact_all = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not self._compact_all or self._broken)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._executor.shutdown(wait=True)
+        for worker in (self._flusher, self._merger):
+            if worker is not None:
+                worker.close()
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _next_run(self, segments: tuple[Segment, ...]) -> Optional[tuple[int, int]]:
+        if self._compact_all:
+            if len(segments) > 1 or (segments and segments[0].tombstones):
+                return 0, len(segments)
+            self._compact_all = False  # nothing to merge: the request is already met
+            self._cond.notify_all()
+            return None
+        if self._mode == "manual" or self._stopping or self.compaction_error:
+            return None
+        return pick_run([s.size for s in segments], self._engine.memtable_bytes,
+                        self._fanout, self._max_segments)
+
+    def _has_work(self) -> bool:
+        if self._broken:
+            return self._stopping
+        view = self._engine._view
+        if view[1]:
+            return True
+        if self._merge is not None:
+            return self._merge.future.done()
+        return self._stopping or self._next_run(view[2]) is not None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._has_work)
+                if self._broken:
+                    return
+                view = self._engine._view
+                merge = self._merge
+                run = None if view[1] or merge else self._next_run(view[2])
+            try:
+                if view[1]:
+                    self._flush(view[1][-1])
+                elif merge is not None:
+                    self._install(merge)
+                elif run is not None:
+                    self._start(view[2], run)
+                elif self._stopping:
+                    return
+            except Exception as exc:
+                log.exception("%s: background flush or compaction failed; the engine stops "
+                              "taking writes", self._engine.path)
+                with self._cond:
+                    self._broken = True
+                self._engine.fail(exc)
+
+    def _store(self, segments: tuple[Segment, ...], **changes) -> None:
+        """Record a new set of live segments durably.
+
+        Only this thread changes segments or the manifest, so the lock is not held while the
+        file is written; writers rotating memtables meanwhile are not held up.
+        """
+        engine = self._engine
+        with self._cond:
+            next_file = engine._next_file
+        manifest = replace(engine.manifest, segments=tuple(s.number for s in segments),
+                           next_file=next_file, **changes)
+        manifests.store(engine.path, manifest)
+        engine.manifest = manifest
+
+    def _flush(self, table: Memtable) -> None:
+        engine = self._engine
+        table.wal.close(sync=engine.fsync != "never")
+        number = engine.allocate_file_number()
+        path = os.path.join(engine.path, files.segment_name(number))
+        if self._flusher is not None:
+            keys, values = table.columns()
+            self._flusher.write(path, keys, values, table.last_seq, engine.block_bytes,
+                                engine.bits_per_key)
+        else:
+            write_segment(path, table.items(), table.last_seq, engine.block_bytes, engine.bits_per_key)
+        segment = Segment(path, number)
+        mem, frozen, segments = engine._view
+        assert frozen[-1] is table, "memtables are flushed oldest first"
+        # Tables frozen meanwhile are newer, so the oldest one left is the same either way.
+        oldest = frozen[-2] if len(frozen) > 1 else mem
+        self._store((segment,) + segments, log_number=oldest.wal_numbers[0],
+                    last_seq=max(engine.manifest.last_seq, table.last_seq))
+        with self._cond:
+            mem, frozen, segments = engine._view
+            engine._view = (mem, frozen[:-1], (segment,) + segments)
+            self._flushes += 1
+            self._cond.notify_all()
+        for wal_number in table.wal_numbers:
+            _remove(os.path.join(engine.path, files.wal_name(wal_number)))
+
+    def _start(self, segments: tuple[Segment, ...], run: tuple[int, int]) -> None:
+        engine = self._engine
+        start, end = run
+        inputs = segments[start:end]
+        number = engine.allocate_file_number()
+        future = self._executor.submit(
+            self._merger.merge if self._merger else compact_files, [s.path for s in inputs],
+            os.path.join(engine.path, files.segment_name(number)),
+            end == len(segments),  # tombstones may go only when nothing older lies below
+            max(s.max_seq for s in inputs), engine.block_bytes, engine.bits_per_key)
+        with self._cond:
+            self._merge = _Merge(inputs, number, future, self._compact_all)
+        future.add_done_callback(self._wake)
+
+    def _wake(self, _future: Future) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _install(self, merge: _Merge) -> None:
+        engine = self._engine
+        try:
+            info = merge.future.result()
+        except Exception as exc:
+            # The engine still serves every read and write; only merging stops until restart.
+            log.error("%s: compaction failed, no more automatic compactions: %s", engine.path, exc)
+            with self._cond:
+                self.compaction_error = str(exc)
+                self._merge = None
+                self._compact_all = False
+                self._cond.notify_all()
+            return
+        output = Segment(info.path, merge.number) if info.entries else None
+        if output is None:
+            _remove(info.path)
+        segments = engine._view[2]
+        start = next(i for i, s in enumerate(segments) if s is merge.inputs[0])
+        end = start + len(merge.inputs)
+        assert all(a is b for a, b in zip(segments[start:end], merge.inputs))
+        segments = segments[:start] + ((output,) if output else ()) + segments[end:]
+        self._store(segments)
+        with self._cond:
+            mem, frozen, _ = engine._view
+            engine._view = (mem, frozen, segments)
+            self._merge = None
+            self._compactions += 1
+            if merge.everything:
+                self._compact_all = False
+            self._cond.notify_all()
+        for segment in merge.inputs:
+            _remove(segment.path)  # readers still holding it keep their mapping
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,54 @@
+"""A storage worker process: `python -m yaddb.lsm.workerd`, started by yaddb.lsm.worker.
+
+It exits at once when its stdin closes, so a killed parent never leaves it writing into the
+data directory.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from yaddb.lsm.compaction import compact_files
+from yaddb.lsm.sstable import SegmentInfo, write_segment
+from yaddb.lsm.worker import receive, send
+
+
+def _run(request: list) -> SegmentInfo:
+    kind, *args = request
+    if kind == "merge":
+        return compact_files(*args)
+    if kind == "write":
+        output, keys, values, max_seq, block_bytes, bits_per_key = args
+        return write_segment(output, zip(keys, values), max_seq, block_bytes, bits_per_key)
+    raise ValueError(f"unknown request {kind!r}")
+
+
+def serve() -> None:
+    requests: list = []
+    ready = threading.Condition()
+
+    def read_requests() -> None:
+        while True:
+            request = receive(sys.stdin.buffer)
+            if request is None:
+                os._exit(0)  # parent gone or done: stop even mid-merge; the temp file is orphaned
+            with ready:
+                requests.append(request)
+                ready.notify()
+
+    threading.Thread(target=read_requests, daemon=True).start()
+    while True:
+        with ready:
+            ready.wait_for(lambda: requests)
+            request = requests.pop(0)
+        try:
+            info = _run(request)
+            reply = [True, [info.path, info.entries, info.tombstones, info.max_seq, info.size]]
+        except Exception as exc:  # report to the parent, which logs it and keeps serving
+            reply = [False, f"{type(exc).__name__}: {exc}"]
+        send(sys.stdout.buffer, reply)
+
+
+if __name__ == "__main__":
+    serve()
