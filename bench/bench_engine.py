@@ -648,7 +648,7 @@ def run_growth(args, scratch, report):
     print(f"\n== growth: yaddb only (fill with write_batch of {args.batch_size}, "
           f"then flush, wait_for_compactions, reopen) ==")
     print(f"{'keys':>11} {'fill ops/s':>11} {'get p50':>9} {'get p99':>9} {'miss p99':>9} "
-          f"{'peak RSS':>12} {'child RSS':>12} {'idx+bloom B/key':>16} {'segments':>9}")
+          f"{'peak RSS':>12} {'anon RSS':>12} {'child RSS':>12} {'idx+bloom B/key':>16} {'segments':>9}")
     p99, wrong = {}, []
     for n, d in zip(sizes, docs):
         res = {r["workload"]: r for r in d["results"]}
@@ -659,7 +659,8 @@ def run_growth(args, scratch, report):
         info = d.get("info", {})
         print(f"{n:>11,} {fmt_int(fill.get('ops_per_s')):>11} {fmt_f(get.get('p50_us')):>9} "
               f"{fmt_f(get.get('p99_us')):>9} {fmt_f(miss.get('p99_us')):>9} "
-              f"{mib(info.get('peak_rss_bytes')):>12} {mib(info.get('children_peak_rss_bytes')):>12} "
+              f"{mib(info.get('peak_rss_bytes')):>12} {mib(info.get('anon_rss_bytes')):>12} "
+              f"{mib(info.get('children_peak_rss_bytes')):>12} "
               f"{fmt_f(bytes_per_key(st)):>16} {str(st.get('segments', '-')):>9}"
               f"{warnings_of(get)}{warnings_of(miss)}"
               + (f"  !! {d['error']}" if d.get("error") else ""))
@@ -728,8 +729,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=parse_count, default=1000, help="keys per batch in fillbatch")
     p.add_argument("--memtable-bytes", type=parse_count, default=1 << 20)
     p.add_argument("--fsync-interval-ms", type=int, default=1000)
-    p.add_argument("--leveldb-bloom-bits", type=int, default=0,
-                   help="LevelDB bloom filter bits/key (0 = plyvel default: no filter)")
+    p.add_argument("--leveldb-bloom-bits", type=int, default=10,
+                   help="LevelDB bloom filter bits/key: 10, as ours, by default; 0 = none (plyvel default)")
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--growth", action="store_true",
                    help="only our engine, at 100k, 1M (... up to --growth-max) keys")

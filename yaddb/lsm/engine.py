@@ -18,9 +18,10 @@ import mmh3
 
 from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
 from yaddb.lsm import files, manifest as manifests, wal_format
+from yaddb.lsm.wal_format import encode_single
 from yaddb.lsm.bloom import HASH_SEED
 from yaddb.lsm.compaction import merge
-from yaddb.lsm.maintenance import Maintenance
+from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
 from yaddb.lsm.memtable import MISSING, Memtable
 from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES, Segment
 from yaddb.lsm.wal import FSYNC_POLICIES, WalWriter, recover
@@ -89,6 +90,9 @@ class Engine:
                  max_segments: int = 12) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        if compaction not in COMPACTION_MODES:
+            raise ValueError(f"compaction must be one of {', '.join(COMPACTION_MODES)}, "
+                             f"not {compaction!r}")
         self.path = path
         self.fsync = fsync
         self.memtable_bytes = memtable_bytes
@@ -255,9 +259,15 @@ class Engine:
     def _commit_one(self, key: bytes, value: Optional[bytes]) -> int:
         """_commit for a single entry: the same steps without the batch bookkeeping."""
         with self._write_lock:
-            mem, wal = self._writable()
+            if self._failure is not None or self._view is None:
+                self._writable()  # raises the reason
+            mem = self._view[0]
+            wal = self._wal
             seq = self._seq + 1
-            end = self._append(wal, wal_format.encode_single(seq, key, value))
+            try:
+                end = wal.append(encode_single(seq, key, value))
+            except OSError as exc:
+                self._append_failed(wal, exc)
             mem.put(key, value, seq)
             self._seq = seq
             if mem.approx_bytes >= self.memtable_bytes:
@@ -270,7 +280,10 @@ class Engine:
         with self._write_lock:
             mem, wal = self._writable()
             first = self._seq + 1
-            end = self._append(wal, wal_format.encode_batch(first, entries))
+            try:
+                end = wal.append(wal_format.encode_batch(first, entries))
+            except OSError as exc:
+                self._append_failed(wal, exc)
             for offset, (key, value) in enumerate(entries):
                 mem.put(key, value, first + offset)
             self._seq = last = first + len(entries) - 1
@@ -289,13 +302,10 @@ class Engine:
                                f"I/O error: {self._failure}. Restart it to recover from its log.")
         return view[0], self._wal
 
-    def _append(self, wal: WalWriter, record: bytes) -> int:
-        try:
-            return wal.append(record)
-        except OSError as exc:
-            # A partial record may now end the log; nothing may be appended after it.
-            self._failure = exc
-            raise StorageError(f"writing the log {wal.path} failed: {exc}") from exc
+    def _append_failed(self, wal: WalWriter, exc: OSError) -> None:
+        # A partial record may now end the log; nothing may be appended after it.
+        self._failure = exc
+        raise StorageError(f"writing the log {wal.path} failed: {exc}") from exc
 
     def _sync(self, wal: WalWriter, end: int) -> None:
         try:

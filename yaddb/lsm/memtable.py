@@ -55,7 +55,23 @@ class Memtable:
             node.value = value
             return
         self.approx_bytes += len(key) + (0 if value is None else len(value)) + ENTRY_OVERHEAD
-        self.nodes[key] = self._insert(key, value)
+        # Descend to the leaf position (inlined: this is the hot path of every new key).
+        parent = None
+        node = self._root
+        while node is not None:
+            parent = node
+            node = node.left if key < node.key else node.right
+        new = self.nodes[key] = _Node(key, value, parent)
+        if parent is None:
+            self._root = new
+            new.red = False
+            return
+        if key < parent.key:
+            parent.left = new
+        else:
+            parent.right = new
+        if parent.red:
+            self._rebalance(new)
 
     def items(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         """Every (key, value-or-None) in key order. The tree must not change meanwhile."""
@@ -77,22 +93,6 @@ class Memtable:
             keys.append(key)
             values.append(value)
         return keys, values
-
-    def _insert(self, key: bytes, value: Optional[bytes]) -> _Node:
-        parent = None
-        node = self._root
-        while node is not None:
-            parent = node
-            node = node.left if key < node.key else node.right
-        new = _Node(key, value, parent)
-        if parent is None:
-            self._root = new
-        elif key < parent.key:
-            parent.left = new
-        else:
-            parent.right = new
-        self._rebalance(new)
-        return new
 
     def _rebalance(self, node: _Node) -> None:
         parent = node.parent
