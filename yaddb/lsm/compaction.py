@@ -22,7 +22,8 @@ def pick_run(sizes: Sequence[int], base: int, fanout: int, max_segments: int) ->
 
     Size-tiered: `fanout` adjacent segments of one size tier merge into one of the next tier, so
     a key is rewritten about log_fanout(data / base) times and the count of segments stays near
-    (fanout - 1) per tier. Past `max_segments`, the newest segments merge whatever their sizes.
+    (fanout - 1) per tier. Past `max_segments`, the adjacent pair with the smallest total merges:
+    merging the newest ones instead would rewrite a big segment again at every flush.
     """
     tiers = [tier(size, base, fanout) for size in sizes]
     start = 0
@@ -34,7 +35,8 @@ def pick_run(sizes: Sequence[int], base: int, fanout: int, max_segments: int) ->
             return start, end
         start = end
     if len(sizes) > max_segments:
-        return 0, len(sizes) - max_segments + 1
+        start = min(range(len(sizes) - 1), key=lambda i: sizes[i] + sizes[i + 1])
+        return start, start + 2
     return None
 
 
