@@ -18,11 +18,11 @@ import mmh3
 from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
 from yaddb.lsm import files, wal_format
 from yaddb.lsm.bloom import HASH_SEED
-from yaddb.lsm.compaction import merge
 from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
 from yaddb.lsm.memtable import MISSING, Memtable
 from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES, Segment
 from yaddb.lsm.recovery import recover_directory
+from yaddb.lsm.snapshot import Snapshot, from_key
 from yaddb.lsm.wal import FSYNC_POLICIES, WalWriter
 
 log = logging.getLogger(__name__)
@@ -31,23 +31,6 @@ MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 4 << 20
 DEFAULT_MEMTABLE_BYTES = 1 << 20
 MAX_FROZEN_MEMTABLES = 2  # writers wait when flushing falls this far behind
-
-
-class Snapshot:
-    """Every live item as of one sequence number; later writes do not show through."""
-
-    def __init__(self, seq: int, sources: list) -> None:
-        self.seq = seq
-        self._sources = sources
-
-    def items(self, start: Optional[bytes] = None,
-              stop: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) in key order, from `start` (inclusive) to `stop` (exclusive)."""
-        sources = [source(start) for source in self._sources]
-        for key, value in merge(sources, drop_tombstones=True):
-            if stop is not None and key >= stop:
-                return
-            yield key, value
 
 
 class WriteBatch:
@@ -184,8 +167,8 @@ class Engine:
             mem, frozen, segments = self._require_view()
             seq = self._seq
             mem_items = list(mem.items())
-        sources = [lambda start: _from(mem_items, start)]
-        sources += [lambda start, t=table: _from(t.items(), start) for table in frozen]
+        sources = [lambda start: from_key(mem_items, start)]
+        sources += [lambda start, t=table: from_key(t.items(), start) for table in frozen]
         sources += [lambda start, s=segment: s.items(start) for segment in segments]
         return Snapshot(seq, sources)
 
@@ -400,8 +383,3 @@ class Engine:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
-
-
-def _from(items: Iterable[tuple[bytes, Optional[bytes]]],
-          start: Optional[bytes]) -> Iterator[tuple[bytes, Optional[bytes]]]:
-    return iter(items) if start is None else ((k, v) for k, v in items if k >= start)
