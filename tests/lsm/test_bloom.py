@@ -1,4 +1,5 @@
 import mmh3
+import numpy as np
 import pytest
 
 from yaddb.lsm.bloom import BloomFilter, expected_false_positive_rate, probes_for
@@ -40,3 +41,12 @@ def test_tiny_filters_get_a_minimum_size():
     assert bloom.m >= 64 and bloom.may_contain(b"only")
     empty = BloomFilter.from_keys([], 10)
     assert not empty.may_contain(b"anything")
+
+
+def test_filters_built_in_chunks_hold_every_key():
+    rng = np.random.default_rng(7)
+    h1 = rng.integers(0, 2**64, size=600_000, dtype=np.uint64)  # more than one build chunk
+    h2 = rng.integers(0, 2**64, size=600_000, dtype=np.uint64)
+    bloom = BloomFilter.from_hashes(h1, h2, 10)
+    sample = rng.integers(0, len(h1), size=5000)
+    assert all(bloom.may_contain_hash(int(h1[i]), int(h2[i])) for i in sample)

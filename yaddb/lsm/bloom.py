@@ -18,6 +18,7 @@ import numpy as np
 HASH_SEED = 0x59414442  # fixed forever: changing it would break every filter on disk
 _HEAD = struct.Struct("<QB")
 MIN_BITS = 64
+_CHUNK = 1 << 18
 
 
 def key_hash(key: bytes) -> tuple[int, int]:
@@ -46,11 +47,13 @@ class BloomFilter:
         """Build from uint64 arrays of hash halves, one entry per key."""
         m = max(MIN_BITS, math.ceil(len(h1) * bits_per_key))
         k = probes_for(bits_per_key)
-        base = h1 % np.uint64(m)
-        step = h2 % np.uint64(m)
+        modulus = np.uint64(m)
         flags = np.zeros(m, dtype=bool)
-        for i in range(k):
-            flags[(base + np.uint64(i) * step) % np.uint64(m)] = True
+        for start in range(0, len(h1), _CHUNK):  # in chunks: temporaries stay a few MiB
+            base = h1[start:start + _CHUNK] % modulus
+            step = h2[start:start + _CHUNK] % modulus
+            for i in range(k):
+                flags[(base + np.uint64(i) * step) % modulus] = True
         return cls(m, k, np.packbits(flags, bitorder="little").tobytes())
 
     @classmethod
