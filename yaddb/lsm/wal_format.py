@@ -2,14 +2,19 @@
 
 Every record is one write batch (a single put is a batch of one):
 
-    0   u32  crc32 of bytes 4..end (covers length, kind and payload)
+    0   u32  crc32 of bytes 4..13 (the rest of the header)
     4   u32  payload length n
     8   u8   kind (1 = batch; 0 is reserved and never written)
-    9   n    payload: first_seq u64 | count u32 | count x entry
+    9   u32  crc32 of the payload
+    13  n    payload: first_seq u64 | count u32 | count x entry
              entry: op u8 (1 put, 2 delete) | key_len u16 | value_len u32 | key | value
 
 Entries of a batch carry sequence numbers first_seq, first_seq + 1, ...
 A delete has value_len 0 and no value bytes.
+
+The header has its own checksum so its length can be trusted alone: a record whose sound
+header says it runs past the end of the log was cut short by a crash, whatever its payload
+holds (a value may itself contain bytes shaped like records).
 """
 from __future__ import annotations
 
@@ -18,28 +23,29 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-HEADER = struct.Struct("<IIB")          # crc, payload length, kind
+HEADER = struct.Struct("<IIBI")         # header crc, payload length, kind, payload crc
+_HEADER_REST = struct.Struct("<IBI")    # the part of the header its crc covers
 BATCH_HEAD = struct.Struct("<QI")       # first_seq, count
 ENTRY_HEAD = struct.Struct("<BHI")      # op, key length, value length
-SINGLE = struct.Struct("<IBQIBHI")      # payload length .. first entry head, for one-entry records
+SINGLE = struct.Struct("<QIBHI")        # batch head and entry head of a one-entry batch
 KIND_BATCH = 1
 OP_PUT = 1
 OP_DELETE = 2
-_LENGTH_AND_KIND = 5  # bytes of the header after the crc, covered by it
 MAX_PAYLOAD = 1 << 31
 
 Entry = tuple[bytes, Optional[bytes]]  # (key, value); value None is a delete
 
 
+def _seal(payload: bytes) -> bytes:
+    rest = _HEADER_REST.pack(len(payload), KIND_BATCH, zlib.crc32(payload))
+    return zlib.crc32(rest).to_bytes(4, "little") + rest + payload
+
+
 def encode_single(seq: int, key: bytes, value: Optional[bytes]) -> bytes:
     """One put (value bytes) or delete (value None) as a whole record."""
     if value is None:
-        body = SINGLE.pack(BATCH_HEAD.size + ENTRY_HEAD.size + len(key), KIND_BATCH,
-                           seq, 1, OP_DELETE, len(key), 0) + key
-    else:
-        body = SINGLE.pack(BATCH_HEAD.size + ENTRY_HEAD.size + len(key) + len(value),
-                           KIND_BATCH, seq, 1, OP_PUT, len(key), len(value)) + key + value
-    return zlib.crc32(body).to_bytes(4, "little") + body
+        return _seal(SINGLE.pack(seq, 1, OP_DELETE, len(key), 0) + key)
+    return _seal(SINGLE.pack(seq, 1, OP_PUT, len(key), len(value)) + key + value)
 
 
 def encode_batch(first_seq: int, entries: Iterable[Entry]) -> bytes:
@@ -54,9 +60,7 @@ def encode_batch(first_seq: int, entries: Iterable[Entry]) -> bytes:
             parts.append(key)
             parts.append(value)
         count += 1
-    payload = BATCH_HEAD.pack(first_seq, count) + b"".join(parts)
-    body = HEADER.pack(0, len(payload), KIND_BATCH)[4:] + payload
-    return zlib.crc32(body).to_bytes(4, "little") + body
+    return _seal(BATCH_HEAD.pack(first_seq, count) + b"".join(parts))
 
 
 @dataclass(frozen=True)
@@ -105,39 +109,55 @@ def _decode_payload(payload: bytes) -> Batch:
     return Batch(first_seq, entries)
 
 
-def _record_at(data: bytes, offset: int) -> tuple[Optional[Batch], int]:
-    """(batch, end) for a valid record at offset; (None, 0) if it is not one."""
+def _header_at(data: bytes, offset: int) -> Optional[tuple[int, int]]:
+    """(payload length, payload crc) if a sound header starts at offset, else None."""
     if offset + HEADER.size > len(data):
-        return None, 0
-    crc, length, kind = HEADER.unpack_from(data, offset)
+        return None
+    crc, length, kind, payload_crc = HEADER.unpack_from(data, offset)
+    if zlib.crc32(data[offset + 4:offset + HEADER.size]) != crc or kind != KIND_BATCH:
+        return None
+    return length, payload_crc
+
+
+def _record_at(data: bytes, offset: int, after_seq: int) -> Optional[tuple[Batch, int]]:
+    """(batch, end) for a whole, valid record at offset numbered after after_seq, else None."""
+    header = _header_at(data, offset)
+    if header is None:
+        return None
+    length, payload_crc = header
     end = offset + HEADER.size + length
-    if kind != KIND_BATCH or length > MAX_PAYLOAD or end > len(data):
-        return None, 0
-    if zlib.crc32(data[offset + 4:end]) != crc:
-        return None, 0
+    if end > len(data) or zlib.crc32(data[offset + HEADER.size:end]) != payload_crc:
+        return None
     try:
-        return _decode_payload(data[offset + HEADER.size:end]), end
+        batch = _decode_payload(data[offset + HEADER.size:end])
     except _BadPayload:
-        return None, 0
+        return None
+    return (batch, end) if batch.first_seq > after_seq else None
 
 
-def _valid_record_after(data: bytes, offset: int) -> bool:
-    """Whether any whole record starts after offset: tells mid-log damage from a torn tail."""
-    for candidate in range(offset + 1, len(data) - HEADER.size + 1):
-        if _record_at(data, candidate)[0] is not None:
-            return True
-    return False
+def _valid_record_from(data: bytes, start: int, after_seq: int) -> bool:
+    """Whether a whole record starts at or after start: tells mid-log damage from a torn tail."""
+    return any(_record_at(data, candidate, after_seq) is not None
+               for candidate in range(start, len(data) - HEADER.size + 1))
 
 
 def scan(data: bytes) -> Scan:
-    """Decode a whole log. Stops at the first record that is cut short or fails its checksum."""
+    """Decode a whole log. Stops at the first record that is cut short or fails a checksum."""
     batches: list[Batch] = []
     offset = 0
+    last_seq = 0
     while offset < len(data):
-        batch, end = _record_at(data, offset)
-        if batch is None:
-            damage = "corrupt" if _valid_record_after(data, offset) else "torn"
+        found = _record_at(data, offset, last_seq)
+        if found is None:
+            header = _header_at(data, offset)
+            if header is not None and offset + HEADER.size + header[0] > len(data):
+                return Scan(batches, offset, "torn", offset)  # a sound header, its payload cut
+            # With a sound header the damage is confined to its payload, so look past it;
+            # otherwise the length is unknown and any later offset may start a record.
+            resume = offset + 1 if header is None else offset + HEADER.size + header[0]
+            damage = "corrupt" if _valid_record_from(data, resume, last_seq) else "torn"
             return Scan(batches, offset, damage, offset)
+        batch, offset = found
         batches.append(batch)
-        offset = end
+        last_seq = batch.last_seq
     return Scan(batches, offset)
