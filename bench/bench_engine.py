@@ -544,7 +544,8 @@ def bytes_per_key(stats):
     keys = stats.get("keys_on_disk") if stats else None
     if not keys or "index_bytes" not in stats or "bloom_bytes" not in stats:
         return None
-    return (stats["index_bytes"] + stats["bloom_bytes"]) / keys
+    # Every in-memory lookup structure: sparse indexes, per-segment blooms, the engine's key filter.
+    return (stats["index_bytes"] + stats["bloom_bytes"] + stats.get("key_filter_bytes", 0)) / keys
 
 
 def wrong_results(r):
@@ -590,7 +591,7 @@ def print_table(title, workloads, systems, docs):
             bpk = bytes_per_key(st)
             print(f"yaddb stats after reopen: segments={st.get('segments')} "
                   f"keys_on_disk={st.get('keys_on_disk')} index_bytes={st.get('index_bytes')} "
-                  f"bloom_bytes={st.get('bloom_bytes')} -> index+bloom {fmt_f(bpk)} B/key "
+                  f"bloom_bytes={st.get('bloom_bytes')} key_filter_bytes={st.get('key_filter_bytes')} -> index+blooms {fmt_f(bpk)} B/key "
                   f"(settle {fmt_f(d['info'].get('settle_seconds'))} s)")
     for d in docs:
         if d.get("error"):

@@ -26,6 +26,12 @@ def key_hash(key: bytes) -> tuple[int, int]:
     return mmh3.hash64(key, HASH_SEED, signed=False)
 
 
+def hash_arrays(keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """key_hash of every key, as two uint64 arrays."""
+    pairs = np.array([key_hash(key) for key in keys], dtype=np.uint64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
 def probes_for(bits_per_key: float) -> int:
     return max(1, min(30, round(bits_per_key * math.log(2))))
 
@@ -43,23 +49,35 @@ class BloomFilter:
         self.bits = bits
 
     @classmethod
-    def from_hashes(cls, h1: np.ndarray, h2: np.ndarray, bits_per_key: float) -> "BloomFilter":
-        """Build from uint64 arrays of hash halves, one entry per key."""
-        m = max(MIN_BITS, math.ceil(len(h1) * bits_per_key))
-        k = probes_for(bits_per_key)
-        modulus = np.uint64(m)
+    def from_hashes(cls, h1: np.ndarray, h2: np.ndarray, bits_per_key: float,
+                    capacity: int = 0) -> "BloomFilter":
+        """Build from uint64 arrays of hash halves, one entry per key, sized for
+        max(len(h1), capacity) keys."""
+        m = max(MIN_BITS, math.ceil(max(len(h1), capacity) * bits_per_key))
+        bloom = cls(m, probes_for(bits_per_key), bytes((m + 7) // 8))
         flags = np.zeros(m, dtype=bool)
         for start in range(0, len(h1), _CHUNK):  # in chunks: temporaries stay a few MiB
-            base = h1[start:start + _CHUNK] % modulus
-            step = h2[start:start + _CHUNK] % modulus
-            for i in range(k):
-                flags[(base + np.uint64(i) * step) % modulus] = True
-        return cls(m, k, np.packbits(flags, bitorder="little").tobytes())
+            flags[bloom._positions(h1[start:start + _CHUNK], h2[start:start + _CHUNK])] = True
+        bloom.bits = np.packbits(flags, bitorder="little").tobytes()
+        return bloom
 
     @classmethod
     def from_keys(cls, keys: Sequence[bytes], bits_per_key: float) -> "BloomFilter":
-        pairs = np.array([key_hash(key) for key in keys], dtype=np.uint64).reshape(-1, 2)
-        return cls.from_hashes(pairs[:, 0], pairs[:, 1], bits_per_key)
+        return cls.from_hashes(*hash_arrays(keys), bits_per_key)
+
+    def _positions(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+        """Every probe position of every key, as one array."""
+        modulus = np.uint64(self.m)
+        base = h1 % modulus
+        step = h2 % modulus
+        return np.concatenate([(base + np.uint64(i) * step) % modulus for i in range(self.k)])
+
+    def add_hashes(self, h1: np.ndarray, h2: np.ndarray) -> None:
+        """Set the bits of more keys; `bits` must be a bytearray."""
+        positions = self._positions(h1, h2)
+        view = np.frombuffer(self.bits, dtype=np.uint8)
+        np.bitwise_or.at(view, positions >> np.uint64(3),
+                         np.left_shift(1, positions & np.uint64(7)).astype(np.uint8))
 
     def may_contain_hash(self, h1: int, h2: int) -> bool:
         m = self.m

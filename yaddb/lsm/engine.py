@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional
 import mmh3
 
 from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
-from yaddb.lsm import files, wal_format
+from yaddb.lsm import files, key_filter as key_filters, wal_format
 from yaddb.lsm.bloom import HASH_SEED
 from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
 from yaddb.lsm.memtable import MISSING, Memtable
@@ -85,6 +85,7 @@ class Engine:
         self._write_lock = threading.Lock()
         self._state = threading.Condition()
         self._failure: Optional[BaseException] = None
+        self.key_filter: Optional[key_filters.KeyFilter] = None  # kept by Maintenance
         os.makedirs(path, exist_ok=True)
         self._dir_lock = files.DirLock(path)
         try:
@@ -113,6 +114,7 @@ class Engine:
         self._wal = self._new_wal()
         recovered.memtable.wal_numbers.append(self._wal.number)
         self._view = (recovered.memtable, (), recovered.segments)
+        self.key_filter = key_filters.take(self.path, recovered.manifest.segments)
 
     def allocate_file_number(self) -> int:
         with self._state:
@@ -144,7 +146,18 @@ class Engine:
         if not segments:
             return None
         h1, h2 = mmh3.hash64(key, HASH_SEED, signed=False)
-        for segment in segments:
+        key_filter = self.key_filter
+        if key_filter is not None:
+            bloom = key_filter.bloom
+            position = h1 % bloom.m
+            if not bloom.bits[position >> 3] >> (position & 7) & 1 or not bloom.may_contain_hash(h1, h2):
+                return None  # in no segment
+            # The key filter said maybe, so if no newer segment has the key the oldest is the
+            # one to read: its own filter would only cost a present key another microsecond.
+            *newer, oldest = segments
+        else:
+            newer, oldest = segments, None
+        for segment in newer:
             bloom = segment.bloom
             bits = bloom.bits
             m = bloom.m
@@ -157,6 +170,10 @@ class Engine:
             if not bits[position >> 3] >> (position & 7) & 1 or not bloom.may_contain_hash(h1, h2):
                 continue
             value = segment.lookup(key)
+            if value is not MISSING:
+                return value
+        if oldest is not None:
+            value = oldest.lookup(key)
             if value is not MISSING:
                 return value
         return None
@@ -357,6 +374,7 @@ class Engine:
             "disk_bytes": sum(s.size for s in segments),
             "index_bytes": sum(s.index_bytes for s in segments),
             "bloom_bytes": sum(s.bloom_bytes for s in segments),
+            "key_filter_bytes": 0 if self.key_filter is None else len(self.key_filter.bloom.bits),
             **self._maintenance.counters(),
             "failed": None if self._failure is None else str(self._failure),
         }

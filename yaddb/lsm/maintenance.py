@@ -12,7 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
-from yaddb.lsm import files, manifest as manifests
+from yaddb.lsm import files, key_filter as key_filters, manifest as manifests
+from yaddb.lsm.bloom import BloomFilter, hash_arrays
 from yaddb.lsm.compaction import compact_files, pick_run
 from yaddb.lsm.memtable import Memtable
 from yaddb.lsm.sstable import Segment, write_segment
@@ -53,6 +54,18 @@ class Maintenance:
         self._broken = False
         self._flushes = 0
         self._compactions = 0
+        self._filter_build: Optional[Future] = None
+        self._filter_pending: list = []   # hashes of keys flushed while a build runs
+        self._deferred: list[str] = []    # merged-away files a running build may still read
+        self.filter_error: Optional[str] = None
+        segments = engine._view[2]
+        if engine.key_filter is None:
+            if segments:
+                self._start_filter_build(segments)
+            else:
+                capacity = key_filters.MIN_CAPACITY
+                empty = BloomFilter.from_hashes(*hash_arrays([]), engine.bits_per_key, capacity)
+                engine.key_filter = key_filters.KeyFilter(empty, capacity, 0)
         self._thread = threading.Thread(target=self._loop, name="yaddb-maintenance", daemon=True)
         self._thread.start()
 
@@ -61,7 +74,9 @@ class Maintenance:
     def counters(self) -> dict:
         return {"flushes": self._flushes, "compactions": self._compactions,
                 "compaction_running": self._merge is not None,
-                "compaction_error": self.compaction_error}
+                "compaction_error": self.compaction_error,
+                "key_filter_building": self._filter_build is not None,
+                "key_filter_error": self.filter_error}
 
     def wait_idle(self, timeout: Optional[float] = None, flushes_only: bool = False) -> bool:
         def idle() -> bool:
@@ -70,7 +85,8 @@ class Maintenance:
                 return True
             if flushes_only:
                 return not view[1]
-            return not view[1] and self._merge is None and self._next_run(view[2]) is None
+            return (not view[1] and self._merge is None and self._filter_build is None
+                    and self._next_run(view[2]) is None)
         with self._cond:
             return self._cond.wait_for(idle, timeout)
 
@@ -89,6 +105,11 @@ class Maintenance:
         for worker in (self._flusher, self._merger):
             if worker is not None:
                 worker.close()
+        for path in self._deferred:
+            _remove(path)
+        engine = self._engine
+        if engine.key_filter is not None and not self._broken:
+            key_filters.save(engine.path, engine.manifest.segments, engine.key_filter)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -108,7 +129,7 @@ class Maintenance:
         if self._broken:
             return self._stopping
         view = self._engine._view
-        if view[1]:
+        if view[1] or (self._filter_build is not None and self._filter_build.done()):
             return True
         if self._merge is not None:
             return self._merge.future.done()
@@ -122,10 +143,13 @@ class Maintenance:
                     return
                 view = self._engine._view
                 merge = self._merge
+                built = self._filter_build is not None and self._filter_build.done()
                 run = None if view[1] or merge else self._next_run(view[2])
             try:
                 if view[1]:
                     self._flush(view[1][-1])
+                elif built:
+                    self._install_filter()
                 elif merge is not None:
                     self._install(merge)
                 elif run is not None:
@@ -165,6 +189,12 @@ class Maintenance:
         else:
             write_segment(path, table.items(), table.last_seq, engine.block_bytes, engine.bits_per_key)
         segment = Segment(path, number)
+        # Into the key filter before the table leaves the view, so no reader ever misses them.
+        hashes = hash_arrays(list(table.nodes))
+        if engine.key_filter is not None:
+            engine.key_filter.add(*hashes)
+        if self._filter_build is not None:
+            self._filter_pending.append(hashes)
         mem, frozen, segments = engine._view
         assert frozen[-1] is table, "memtables are flushed oldest first"
         # Tables frozen meanwhile are newer, so the oldest one left is the same either way.
@@ -176,6 +206,8 @@ class Maintenance:
             engine._view = (mem, frozen[:-1], (segment,) + segments)
             self._flushes += 1
             self._cond.notify_all()
+        if engine.key_filter is not None and engine.key_filter.full and self._filter_build is None:
+            self._start_filter_build(engine._view[2])
         for wal_number in table.wal_numbers:
             _remove(os.path.join(engine.path, files.wal_name(wal_number)))
 
@@ -228,7 +260,36 @@ class Maintenance:
                 self._compact_all = False
             self._cond.notify_all()
         for segment in merge.inputs:
-            _remove(segment.path)  # readers still holding it keep their mapping
+            if self._filter_build is not None:
+                self._deferred.append(segment.path)
+            else:
+                _remove(segment.path)  # readers still holding it keep their mapping
+
+    def _start_filter_build(self, segments: tuple[Segment, ...]) -> None:
+        paths = [s.path for s in segments]
+        build = self._merger.key_filter if self._merger else key_filters.build
+        self._filter_pending = []
+        self._filter_build = self._executor.submit(build, paths, self._engine.bits_per_key)
+        self._filter_build.add_done_callback(self._wake)
+
+    def _install_filter(self) -> None:
+        future, self._filter_build = self._filter_build, None
+        try:
+            built = key_filters.KeyFilter.from_bytes(future.result())
+        except Exception as exc:
+            # Only an optimisation: reads go on through each segment's own filter.
+            log.error("%s: building the key filter failed: %s", self._engine.path, exc)
+            self.filter_error = str(exc)
+        else:
+            for hashes in self._filter_pending:
+                built.add(*hashes)
+            self._engine.key_filter = built
+        self._filter_pending = []
+        for path in self._deferred:
+            _remove(path)
+        self._deferred = []
+        with self._cond:
+            self._cond.notify_all()
 
 
 def _remove(path: str) -> None:

@@ -129,9 +129,8 @@ class Segment:
         self.bloom_bytes = sys.getsizeof(self.bloom.bits)
 
     def _block(self, index: int) -> tuple[list[bytes], list[Optional[bytes]]]:
-        start = self._offsets[index]
         try:
-            return fmt.decode_data_block(self._map[start:self._offsets[index + 1]], start)
+            return fmt.read_data_block(self._map, self._offsets[index], self._offsets[index + 1])
         except fmt.FormatError as exc:
             raise CorruptionError(self.path, exc.offset, exc.what) from None
 
@@ -159,6 +158,14 @@ class Segment:
             keys, values = self._block(index)
             skip = 0 if start is None or index != first else bisect_left(keys, start)
             yield from zip(keys[skip:], values[skip:])
+
+    def key_hashes(self) -> bytes:
+        """key_hash of every key, as packed uint64 pairs (for a KeyFilter)."""
+        hashes = array("Q")
+        for index in range(len(self._first_keys)):
+            for key in self._block(index)[0]:
+                hashes.extend(key_hash(key))
+        return hashes.tobytes()
 
     def verify(self) -> None:
         """Read and check every block; raises CorruptionError naming the file."""

@@ -90,6 +90,20 @@ def encode_data_block(keys: list[bytes], values: list[Optional[bytes]]) -> bytes
     return seal(msgpack.packb([keys, values], use_bin_type=True))
 
 
+def read_data_block(data, start: int, end: int) -> tuple[list[bytes], list[Optional[bytes]]]:
+    """The data block at data[start:end] (any buffer, e.g. an mmap), checked.
+
+    The common case costs one copy of the payload, one crc and one unpack."""
+    payload = data[start:end - _CRC.size]
+    if zlib.crc32(payload) == _CRC.unpack_from(data, end - _CRC.size)[0]:
+        try:
+            keys, values = msgpack.unpackb(payload)
+            return keys, values
+        except Exception:
+            pass  # decode_data_block below says what is wrong
+    return decode_data_block(data[start:end], start)
+
+
 def decode_data_block(block: bytes, offset: int) -> tuple[list[bytes], list[Optional[bytes]]]:
     try:
         keys, values = msgpack.unpackb(unseal(block, offset, "data"))

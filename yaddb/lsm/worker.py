@@ -49,15 +49,20 @@ class WorkerProcess:
     def merge(self, paths: list[str], output: str, drop_tombstones: bool, max_seq: int,
               block_bytes: int, bits_per_key: float) -> SegmentInfo:
         """compaction.compact_files, run in the worker."""
-        return self._call(output, ["merge", paths, output, drop_tombstones, max_seq,
-                                   block_bytes, bits_per_key])
+        return SegmentInfo(*self._call(output, ["merge", paths, output, drop_tombstones, max_seq,
+                                                block_bytes, bits_per_key]))
 
     def write(self, output: str, keys: list[bytes], values: list[Optional[bytes]], max_seq: int,
               block_bytes: int, bits_per_key: float) -> SegmentInfo:
         """sstable.write_segment of sorted keys and values, run in the worker."""
-        return self._call(output, ["write", output, keys, values, max_seq, block_bytes, bits_per_key])
+        return SegmentInfo(*self._call(output, ["write", output, keys, values, max_seq,
+                                                block_bytes, bits_per_key]))
 
-    def _call(self, output: str, request: list) -> SegmentInfo:
+    def key_filter(self, paths: list[str], bits_per_key: float) -> bytes:
+        """key_filter.build, run in the worker."""
+        return self._call("a key filter", ["keyfilter", paths, bits_per_key])
+
+    def _call(self, what: str, request: list) -> object:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 env = dict(os.environ)
@@ -71,11 +76,11 @@ class WorkerProcess:
                 reply = None
         if reply is None:
             raise StorageError(f"the storage worker process exited (code {self._proc.poll()}) "
-                               f"while writing {output}")
+                               f"while writing {what}")
         ok, payload = reply
         if not ok:
-            raise StorageError(f"writing {output} failed in the worker process: {payload}")
-        return SegmentInfo(*payload)
+            raise StorageError(f"writing {what} failed in the worker process: {payload}")
+        return payload
 
     def close(self) -> None:
         with self._lock:

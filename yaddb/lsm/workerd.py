@@ -9,19 +9,24 @@ import os
 import sys
 import threading
 
+from yaddb.lsm import key_filter
 from yaddb.lsm.compaction import compact_files
-from yaddb.lsm.sstable import SegmentInfo, write_segment
+from yaddb.lsm.sstable import write_segment
 from yaddb.lsm.worker import receive, send
 
 
-def _run(request: list) -> SegmentInfo:
+def _run(request: list) -> object:
     kind, *args = request
     if kind == "merge":
-        return compact_files(*args)
-    if kind == "write":
+        info = compact_files(*args)
+    elif kind == "write":
         output, keys, values, max_seq, block_bytes, bits_per_key = args
-        return write_segment(output, zip(keys, values), max_seq, block_bytes, bits_per_key)
-    raise ValueError(f"unknown request {kind!r}")
+        info = write_segment(output, zip(keys, values), max_seq, block_bytes, bits_per_key)
+    elif kind == "keyfilter":
+        return key_filter.build(*args)
+    else:
+        raise ValueError(f"unknown request {kind!r}")
+    return [info.path, info.entries, info.tombstones, info.max_seq, info.size]
 
 
 def serve() -> None:
@@ -43,8 +48,7 @@ def serve() -> None:
             ready.wait_for(lambda: requests)
             request = requests.pop(0)
         try:
-            info = _run(request)
-            reply = [True, [info.path, info.entries, info.tombstones, info.max_seq, info.size]]
+            reply = [True, _run(request)]
         except Exception as exc:  # report to the parent, which logs it and keeps serving
             reply = [False, f"{type(exc).__name__}: {exc}"]
         send(sys.stdout.buffer, reply)
