@@ -12,6 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
+
 from yaddb.lsm import files, key_filter as key_filters, manifest as manifests
 from yaddb.lsm.bloom import BloomFilter, hash_arrays
 from yaddb.lsm.compaction import compact_files, pick_run
@@ -184,13 +186,15 @@ class Maintenance:
         path = os.path.join(engine.path, files.segment_name(number))
         if self._flusher is not None:
             keys, values = table.columns()
-            self._flusher.write(path, keys, values, table.last_seq, engine.block_bytes,
-                                engine.bits_per_key)
+            info = self._flusher.write(path, keys, values, table.last_seq, engine.block_bytes,
+                                       engine.bits_per_key)
         else:
-            write_segment(path, table.items(), table.last_seq, engine.block_bytes, engine.bits_per_key)
+            info = write_segment(path, table.items(), table.last_seq, engine.block_bytes,
+                                 engine.bits_per_key)
         segment = Segment(path, number)
         # Into the key filter before the table leaves the view, so no reader ever misses them.
-        hashes = hash_arrays(list(table.nodes))
+        pairs = np.frombuffer(info.key_hashes, dtype=np.uint64).reshape(-1, 2)
+        hashes = (pairs[:, 0], pairs[:, 1])
         if engine.key_filter is not None:
             engine.key_filter.add(*hashes)
         if self._filter_build is not None:

@@ -31,7 +31,6 @@ class Memtable:
         self._root: Optional[_Node] = None
         self.nodes: dict[bytes, _Node] = {}
         self.approx_bytes = 0
-        self.first_seq = 0
         self.last_seq = 0
         self.wal_numbers: list[int] = []  # the logs that hold this table's writes
         self.wal = None  # the open log it was frozen with; the flush syncs and closes it
@@ -45,8 +44,6 @@ class Memtable:
         return MISSING if node is None else node.value
 
     def put(self, key: bytes, value: Optional[bytes], seq: int) -> None:
-        if not self.first_seq:
-            self.first_seq = seq
         self.last_seq = seq
         node = self.nodes.get(key)
         if node is not None:

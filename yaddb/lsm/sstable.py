@@ -28,6 +28,7 @@ class SegmentInfo:
     tombstones: int
     max_seq: int
     size: int
+    key_hashes: bytes = b""  # key_hash of every key as uint64 pairs, for the engine's key filter
 
 
 def write_segment(path: str, items: Iterable[tuple[bytes, Optional[bytes]]], max_seq: int,
@@ -88,7 +89,7 @@ def write_segment(path: str, items: Iterable[tuple[bytes, Optional[bytes]]], max
         size = file.tell()
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
-    return SegmentInfo(path, entries, tombstones, max_seq, size)
+    return SegmentInfo(path, entries, tombstones, max_seq, size, hashes.tobytes())
 
 
 class Segment:

@@ -45,7 +45,10 @@ def encode_single(seq: int, key: bytes, value: Optional[bytes]) -> bytes:
     """One put (value bytes) or delete (value None) as a whole record."""
     if value is None:
         return _seal(SINGLE.pack(seq, 1, OP_DELETE, len(key), 0) + key)
-    return _seal(SINGLE.pack(seq, 1, OP_PUT, len(key), len(value)) + key + value)
+    # _seal inlined: this runs once per put.
+    payload = SINGLE.pack(seq, 1, OP_PUT, len(key), len(value)) + key + value
+    rest = _HEADER_REST.pack(len(payload), KIND_BATCH, zlib.crc32(payload))
+    return zlib.crc32(rest).to_bytes(4, "little") + rest + payload
 
 
 def encode_batch(first_seq: int, entries: Iterable[Entry]) -> bytes:

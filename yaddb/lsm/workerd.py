@@ -19,14 +19,14 @@ def _run(request: list) -> object:
     kind, *args = request
     if kind == "merge":
         info = compact_files(*args)
-    elif kind == "write":
+        return [info.path, info.entries, info.tombstones, info.max_seq, info.size]
+    if kind == "write":  # the parent also wants the key hashes, for its key filter
         output, keys, values, max_seq, block_bytes, bits_per_key = args
         info = write_segment(output, zip(keys, values), max_seq, block_bytes, bits_per_key)
-    elif kind == "keyfilter":
+        return [info.path, info.entries, info.tombstones, info.max_seq, info.size, info.key_hashes]
+    if kind == "keyfilter":
         return key_filter.build(*args)
-    else:
-        raise ValueError(f"unknown request {kind!r}")
-    return [info.path, info.entries, info.tombstones, info.max_seq, info.size]
+    raise ValueError(f"unknown request {kind!r}")
 
 
 def serve() -> None:
