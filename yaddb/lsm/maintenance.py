@@ -133,6 +133,8 @@ class Maintenance:
         view = self._engine._view
         if view[1] or (self._filter_build is not None and self._filter_build.done()):
             return True
+        if self._filter_wanted():
+            return True
         if self._merge is not None:
             return self._merge.future.done()
         return self._stopping or self._next_run(view[2]) is not None
@@ -143,20 +145,8 @@ class Maintenance:
                 self._cond.wait_for(self._has_work)
                 if self._broken:
                     return
-                view = self._engine._view
-                merge = self._merge
-                built = self._filter_build is not None and self._filter_build.done()
-                run = None if view[1] or merge else self._next_run(view[2])
             try:
-                if view[1]:
-                    self._flush(view[1][-1])
-                elif built:
-                    self._install_filter()
-                elif merge is not None:
-                    self._install(merge)
-                elif run is not None:
-                    self._start(view[2], run)
-                elif self._stopping:
+                if not self._step():
                     return
             except Exception as exc:
                 log.exception("%s: background flush or compaction failed; the engine stops "
@@ -164,6 +154,30 @@ class Maintenance:
                 with self._cond:
                     self._broken = True
                 self._engine.fail(exc)
+
+    def _step(self) -> bool:
+        """Do everything that is ready; False once stopping has nothing left to finish.
+
+        A merge is started even while tables wait to be flushed: flushes and merges run in
+        different workers, and under a steady write load there is always a table waiting.
+        """
+        engine = self._engine
+        if self._filter_build is not None and self._filter_build.done():
+            self._install_filter()
+        if self._merge is not None and self._merge.future.done():
+            self._install(self._merge)
+        frozen = engine._view[1]
+        if frozen:
+            self._flush(frozen[-1])
+        if self._merge is None:
+            with self._cond:
+                segments = engine._view[2]
+                run = self._next_run(segments)
+            if run is not None:
+                self._start(segments, run)
+        if self._filter_wanted():
+            self._start_filter_build(engine._view[2])
+        return not (self._stopping and not engine._view[1] and self._merge is None)
 
     def _store(self, segments: tuple[Segment, ...], **changes) -> None:
         """Record a new set of live segments durably.
@@ -210,8 +224,6 @@ class Maintenance:
             engine._view = (mem, frozen[:-1], (segment,) + segments)
             self._flushes += 1
             self._cond.notify_all()
-        if engine.key_filter is not None and engine.key_filter.full and self._filter_build is None:
-            self._start_filter_build(engine._view[2])
         for wal_number in table.wal_numbers:
             _remove(os.path.join(engine.path, files.wal_name(wal_number)))
 
@@ -268,6 +280,12 @@ class Maintenance:
                 self._deferred.append(segment.path)
             else:
                 _remove(segment.path)  # readers still holding it keep their mapping
+
+    def _filter_wanted(self) -> bool:
+        """The key filter holds more keys than it was sized for and no rebuild is under way."""
+        key_filter = self._engine.key_filter
+        return (key_filter is not None and key_filter.full and self._filter_build is None
+                and self.filter_error is None and not self._stopping)
 
     def _start_filter_build(self, segments: tuple[Segment, ...]) -> None:
         paths = [s.path for s in segments]
