@@ -88,7 +88,7 @@ class Maintenance:
             if flushes_only:
                 return not view[1]
             return (not view[1] and self._merge is None and self._filter_build is None
-                    and self._next_run(view[2]) is None)
+                    and not self._filter_wanted() and self._next_run(view[2]) is None)
         with self._cond:
             return self._cond.wait_for(idle, timeout)
 
