@@ -24,6 +24,29 @@ class ValueTooLarge(BadRequest):
     http_status = 413
 
 
+class NotMaster(YaddbError):
+    """A write (or subscribe) was sent to a node that is not a partition master."""
+
+    http_status = 418
+
+
+class Unavailable(YaddbError):
+    """No node that could answer did so."""
+
+    http_status = 503
+
+
+class YaddbTimeout(Unavailable, TimeoutError):
+    """No reply came within the timeout."""
+
+
+class BadMessage(YaddbError):
+    """Frames that do not decode as a YADDB message."""
+
+    http_status = 400
+    request_id: "int | None" = None  # set when the id could be read, so the error reply matches
+
+
 class StorageError(YaddbError):
     """The storage engine cannot do what was asked."""
 

@@ -54,6 +54,17 @@ class WriteBatch:
             self._engine.write_batch(self.ops)
 
 
+def checked_key(key: object) -> bytes:
+    """key as bytes, or InvalidKey saying what is wrong with it."""
+    if isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    if type(key) is not bytes:
+        raise InvalidKey(f"a key must be bytes, not {type(key).__name__}")
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        raise InvalidKey(f"a key must be 1 to {MAX_KEY_BYTES} bytes long, not {len(key)}")
+    return key
+
+
 class Engine:
     """Open (or create) the database in directory `path`.
 
@@ -134,7 +145,7 @@ class Engine:
         if view is None:
             raise EngineClosed(f"the engine at {self.path} is closed")
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            key = self._checked_key(key)
+            key = checked_key(key)
         mem, frozen, segments = view
         node = mem.nodes.get(key)
         if node is not None:
@@ -204,7 +215,7 @@ class Engine:
     def put(self, key: bytes, value: bytes) -> int:
         """Store value under key; returns the write's sequence number once it is durable."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            key = self._checked_key(key)
+            key = checked_key(key)
         if type(value) is not bytes or len(value) > self.max_value_bytes:
             value = self._checked_value(value)
         # _commit's steps for one entry, inlined: this is the hottest path of the engine.
@@ -228,19 +239,43 @@ class Engine:
 
     def delete(self, key: bytes) -> int:
         """Delete key (a tombstone; deleting an absent key is harmless)."""
-        return self._commit([(self._checked_key(key), None)])
+        return self._commit([(checked_key(key), None)])
 
-    def write_batch(self, ops: Iterable[tuple[bytes, Optional[bytes]]]) -> int:
-        """Apply (key, value) pairs, value None meaning delete, atomically; returns the last seq."""
-        checked = [(self._checked_key(key), None if value is None else self._checked_value(value))
+    def write_batch(self, ops: Iterable[tuple[bytes, Optional[bytes]]], sync: bool = True) -> int:
+        """Apply (key, value) pairs, value None meaning delete, atomically; returns the last seq.
+
+        With sync=False the batch is in the OS (safe from a process crash) but not fsynced
+        even under fsync="always": the caller calls sync() before acknowledging it. A server
+        uses this to cover many requests with one fsync.
+        """
+        checked = [(checked_key(key), None if value is None else self._checked_value(value))
                    for key, value in ops]
-        return self._commit(checked) if checked else self._seq
+        return self._commit(checked, sync) if checked else self._seq
+
+    def sync(self) -> None:
+        """Under fsync="always", return once every write so far is on stable storage."""
+        if self.fsync == "always":
+            with self._write_lock:
+                self._writable()
+            try:
+                self._sync_logs()
+            except EngineClosed as exc:
+                self._failure = exc
+                raise
+
+    def _sync_logs(self) -> None:
+        """Sync every log that may hold unsynced writes, the oldest first, so a power cut
+        never keeps newer writes and loses older ones."""
+        view = self._view
+        for table in reversed(view[1] if view else ()):
+            table.wal.sync()
+        self._wal.sync()
 
     def batch(self) -> WriteBatch:
         """`with engine.batch() as b: b.put(...); b.delete(...)` applies all of it on exit."""
         return WriteBatch(self)
 
-    def _commit(self, entries: list[tuple[bytes, Optional[bytes]]]) -> int:
+    def _commit(self, entries: list[tuple[bytes, Optional[bytes]]], sync: bool = True) -> int:
         with self._write_lock:
             mem, wal = self._writable()
             first = self._seq + 1
@@ -255,7 +290,7 @@ class Engine:
             self._seq = last = first + len(entries) - 1
             if mem.approx_bytes >= self.memtable_bytes:
                 self._rotate()
-        if self.fsync == "always":
+        if sync and self.fsync == "always":
             self._sync(wal, end)
         return last
 
@@ -322,15 +357,6 @@ class Engine:
             raise EngineClosed(f"the engine at {self.path} is closed")
         return view
 
-    def _checked_key(self, key: object) -> bytes:
-        if isinstance(key, (bytearray, memoryview)):
-            key = bytes(key)
-        if type(key) is not bytes:
-            raise InvalidKey(f"a key must be bytes, not {type(key).__name__}")
-        if not 0 < len(key) <= MAX_KEY_BYTES:
-            raise InvalidKey(f"a key must be 1 to {MAX_KEY_BYTES} bytes long, not {len(key)}")
-        return key
-
     def _checked_value(self, value: object) -> bytes:
         if isinstance(value, (bytearray, memoryview)):
             value = bytes(value)
@@ -344,11 +370,7 @@ class Engine:
     def _sync_periodically(self, interval: float) -> None:
         while not self._stop_syncer.wait(interval):
             try:
-                view = self._view
-                # Oldest log first, so a power cut never keeps newer writes and loses older ones.
-                for table in reversed(view[1] if view else ()):
-                    table.wal.sync()
-                self._wal.sync()
+                self._sync_logs()
             except EngineClosed as exc:
                 self._failure = exc
                 log.error("%s", exc)

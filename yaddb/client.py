@@ -1,0 +1,113 @@
+"""The native Python client: `Client(endpoint, timeout)` speaks to a node or to the router."""
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Mapping, Optional, Union
+
+import zmq
+
+from yaddb.errors import BadRequest, YaddbTimeout
+from yaddb.item import DEFAULT_MAX_VALUE_BYTES, Item, check_key, decode_item, encode_item, key_for
+from yaddb.transport.client_conn import Connection
+from yaddb.transport.sockets import max_message_bytes
+
+Value = Union[bytes, bytearray, memoryview, str]
+READ_RETRIES = 2
+
+
+def _labels(value: Value, content_type: Optional[str], encoding: Optional[str]) -> tuple[bytes, str, str]:
+    if isinstance(value, str):
+        return value.encode("utf-8"), content_type or "text/plain", encoding or "utf-8"
+    return value, content_type or "application/octet-stream", encoding or "binary"
+
+
+class Client:
+    """A connection to YADDB.
+
+        with Client("tcp://127.0.0.1:5555", timeout=2.0) as c:
+            key = c.set(key, b"value", content_type="text/plain", encoding="utf-8")
+            c.get(key)   # Item(content_type, encoding, value) or None
+
+    Keys are bytes (1 to 1024); `set` with key None uses key_for(value). A str value is stored
+    as its UTF-8 bytes with content type text/plain and encoding utf-8 unless given; bytes are
+    stored as application/octet-stream, binary. `get` always returns the value as bytes.
+
+    Every call returns or raises within `timeout` seconds: reads are retried twice on a fresh
+    socket (Lazy Pirate), writes are not (a timed-out write may or may not have been applied).
+    A Client may be shared by threads (calls take turns under a lock); for parallel requests
+    give each thread its own Client.
+    """
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.0,
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+                 context: Optional[zmq.Context] = None) -> None:
+        self.endpoint = endpoint
+        self.max_value_bytes = max_value_bytes
+        self._conn = Connection(endpoint, timeout, context)
+        self._lock = threading.Lock()
+
+    def _call(self, op: str, args: list, read: bool) -> object:
+        with self._lock:
+            try:
+                return self._conn.call(op, args, READ_RETRIES if read else 0)
+            except YaddbTimeout as exc:
+                if read:
+                    raise
+                raise YaddbTimeout(f"{exc} The write may or may not have been applied.") from None
+
+    def _blob(self, key: Optional[bytes], value: Value, content_type: Optional[str] = None,
+              encoding: Optional[str] = None) -> tuple[bytes, bytes]:
+        raw, content_type, encoding = _labels(value, content_type, encoding)
+        blob = encode_item(content_type, encoding, raw, self.max_value_bytes)
+        return check_key(key_for(raw) if key is None else key), blob
+
+    def set(self, key: Optional[bytes], value: Value, content_type: Optional[str] = None,
+            encoding: Optional[str] = None) -> bytes:
+        """Store an item; returns its key once the partition master has it durably."""
+        key, blob = self._blob(key, value, content_type, encoding)
+        self._call("set", [key, blob], read=False)
+        return key
+
+    def get(self, key: bytes) -> Optional[Item]:
+        blob = self._call("get", [check_key(key)], read=True)
+        return None if blob is None else decode_item(blob)
+
+    def delete(self, key: bytes) -> bool:
+        """Delete a key; True if it existed."""
+        return bool(self._call("del", [check_key(key)], read=False))
+
+    def ping(self) -> bool:
+        return self._call("ping", [], read=True) == "PONG"
+
+    def stats(self) -> dict:
+        return self._call("stats", [], read=True)
+
+    def mset(self, items: Union[Mapping[Optional[bytes], Value], Iterable[tuple]]) -> list[bytes]:
+        """Store many items in one round trip; `items` maps key -> value, or is a sequence of
+        (key, value) or (key, value, content_type, encoding). Returns the keys, in order."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        entries = [self._blob(*pair) for pair in pairs]
+        size = sum(len(key) + len(blob) + 16 for key, blob in entries)
+        if size > max_message_bytes(self.max_value_bytes) - (64 << 10):
+            raise BadRequest(f"this batch is {size} bytes, over what one message may carry; "
+                             f"split it into several mset calls")
+        if entries:
+            self._call("mset", [[list(entry) for entry in entries]], read=False)
+        return [key for key, _ in entries]
+
+    def mget(self, keys: Iterable[bytes]) -> list[Optional[Item]]:
+        blobs = self._call("mget", [[check_key(key) for key in keys]], read=True)
+        return [None if blob is None else decode_item(blob) for blob in blobs]
+
+    def mdelete(self, keys: Iterable[bytes]) -> list[bool]:
+        return [bool(existed) for existed in self._call("mdel", [[check_key(k) for k in keys]], read=False)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()

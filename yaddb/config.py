@@ -1,0 +1,39 @@
+"""Command-line flags that can also come from YADDB_* environment variables or a .env file.
+
+A flag given on the command line wins, then the environment, then .env, then the default.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Optional
+
+from dotenv import load_dotenv
+
+
+def env_name(flag: str) -> str:
+    """--data-dir -> YADDB_DATA_DIR"""
+    return "YADDB_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def add_flag(parser: argparse.ArgumentParser, *flags: str, **options: Any) -> None:
+    """parser.add_argument, with the default taken from the flag's environment variable."""
+    long_flag = next(flag for flag in flags if flag.startswith("--"))
+    variable = env_name(long_flag)
+    if variable in os.environ:
+        raw = os.environ[variable]
+        if options.get("nargs") in ("+", "*"):
+            options["default"] = [options.get("type", str)(part) for part in raw.split()]
+        else:
+            options["default"] = options.get("type", str)(raw)
+        options["required"] = False
+    default = options.get("default")
+    shown = "" if default is None else f"; default {default}"
+    options["help"] = f"{options.get('help', '')} [env {variable}{shown}]".strip()
+    parser.add_argument(*flags, **options)
+
+
+def load_environment(dotenv_path: Optional[str] = None) -> None:
+    """Read .env (from the working directory, or the given file) without overriding the
+    environment that is already set."""
+    load_dotenv(dotenv_path or os.path.join(os.getcwd(), ".env"), override=False)

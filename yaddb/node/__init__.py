@@ -1,0 +1,1 @@
+"""A storage node: the engine behind a ZeroMQ ROUTER socket."""

@@ -1,0 +1,156 @@
+"""What a node does with a round of request frames: pure of sockets, so tests need none.
+
+A round is every request waiting on the socket at once. Requests are applied in order; runs of
+writes become one engine batch, and one log sync covers the whole round before any reply is
+sent (group commit), so a slow fsync delays a round instead of timing requests out one by one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any, Optional
+
+from yaddb.errors import BadMessage, NotMaster, YaddbError
+from yaddb.item import check_blob, check_key
+from yaddb.lsm import Engine
+from yaddb.transport.protocol import (Request, WRITES, decode_request, encode_error,
+                                      encode_reply)
+
+log = logging.getLogger(__name__)
+
+NOT_MASTER = "I am not a master"
+
+
+class _Round:
+    """The writes of one round that wait for the engine, and the replies that wait for them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.batch: list[tuple[bytes, Optional[bytes]]] = []
+        # (reply index, request id, batch offset of its last entry, payload or None for its seq)
+        self.waiting: list[tuple[int, int, int, Any]] = []
+        self.wrote = False  # whether any write reached the engine this round
+
+    def add(self, index: int, request_id: int, entries: list, payload: Any = None) -> None:
+        self.batch.extend(entries)
+        self.waiting.append((index, request_id, len(self.batch) - 1, payload))
+
+    def commit(self, replies: list) -> None:
+        """Give the waiting writes to the engine (not yet synced) and write their replies."""
+        if not self.batch:
+            return
+        self.wrote = True
+        try:
+            last = self.engine.write_batch(self.batch, sync=False)
+        except YaddbError as exc:
+            for index, request_id, _, _ in self.waiting:
+                replies[index] = encode_error(request_id, exc)
+        else:
+            first = last - len(self.batch) + 1
+            for index, request_id, offset, payload in self.waiting:
+                replies[index] = encode_reply(request_id, first + offset if payload is None else payload)
+        self.batch = []
+        self.waiting = []
+
+
+class NodeHandler:
+    def __init__(self, engine: Engine, role: str = "master",
+                 max_value_bytes: int = 4 << 20) -> None:
+        self.engine = engine
+        self.role = role
+        self.max_value_bytes = max_value_bytes
+        self.counts: Counter = Counter()
+        self.started = time.monotonic()
+
+    def handle(self, frames: list[bytes]) -> list[bytes]:
+        """One reply frame per request frame, in order, after the round's writes are durable."""
+        replies: list = [None] * len(frames)
+        pending = _Round(self.engine)
+        for index, frame in enumerate(frames):
+            try:
+                request = decode_request(frame)
+            except BadMessage as exc:
+                self.counts["bad_message"] += 1
+                replies[index] = encode_error(exc.request_id, exc)
+                continue
+            self.counts[request.op] += 1
+            try:
+                if request.op in WRITES:
+                    self._write(request, index, pending, replies)
+                else:
+                    pending.commit(replies)  # a read sees every write before it
+                    replies[index] = encode_reply(request.request_id, self._read(request))
+            except YaddbError as exc:
+                self.counts["error"] += 1
+                replies[index] = encode_error(request.request_id, exc)
+            except Exception as exc:  # a bug must not take the node down; the client hears of it
+                log.exception("request %s failed", request.op)
+                self.counts["error"] += 1
+                replies[index] = encode_error(request.request_id, exc)
+        pending.commit(replies)
+        if pending.wrote:
+            try:
+                self.engine.sync()
+            except YaddbError as exc:
+                # Nothing of this round may be acknowledged if its log did not reach the disk.
+                return [encode_error(request_id_of(frame), exc) for frame in frames]
+        return replies
+
+    def _write(self, request: Request, index: int, pending: _Round, replies: list) -> None:
+        if self.role != "master":
+            raise NotMaster(NOT_MASTER)
+        op, args, request_id = request.op, request.args, request.request_id
+        if op == "set":
+            pending.add(index, request_id, [(check_key(args[0]), check_blob(args[1], self.max_value_bytes))])
+        elif op == "mset":
+            entries = [(check_key(key), check_blob(blob, self.max_value_bytes)) for key, blob in args[0]]
+            if entries:
+                pending.add(index, request_id, entries)
+            else:
+                replies[index] = encode_reply(request_id, self.engine.sequence)
+        else:  # del, mdel: whether each key existed needs every earlier write applied
+            keys = [check_key(key) for key in (args if op == "del" else args[0])]
+            pending.commit(replies)
+            existed = [self.engine.get(key) is not None for key in keys]
+            if keys:
+                pending.add(index, request_id, [(key, None) for key in keys],
+                            existed[0] if op == "del" else existed)
+            else:
+                replies[index] = encode_reply(request_id, [])
+
+    def _read(self, request: Request) -> Any:
+        op, args = request.op, request.args
+        if op == "get":
+            return self.engine.get(check_key(args[0]))
+        if op == "mget":
+            get = self.engine.get
+            return [get(check_key(key)) for key in args[0]]
+        if op == "ping":
+            return "PONG"
+        return self.stats()  # "stats": decode_request admits no other op
+
+    def stats(self) -> dict:
+        engine = self.engine.stats()
+        return {
+            "role": self.role,
+            "keys_estimate": engine["keys_on_disk"] + engine["memtable_entries"],
+            "keys_estimate_note": "an estimate: counts overwritten and deleted versions not yet merged away",
+            "segments": engine["segments"],
+            "memtable_bytes": engine["memtable_bytes"],
+            "sequence": engine["sequence"],
+            "ops": dict(self.counts),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "fsync": engine["fsync"],
+            "disk_bytes": engine["disk_bytes"],
+            "compactions": engine["compactions"],
+            "flushes": engine["flushes"],
+        }
+
+
+def request_id_of(frame: bytes) -> Optional[int]:
+    """The request id in a frame, if one can be read, so an error reply can still match it."""
+    try:
+        return decode_request(frame).request_id
+    except BadMessage as exc:
+        return exc.request_id

@@ -1,0 +1,88 @@
+"""`run_node.py`: one storage node, configured from flags, YADDB_* variables and .env."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Optional, Sequence
+
+import zmq
+
+from yaddb.config import add_flag, load_environment
+from yaddb.errors import YaddbError
+from yaddb.item import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
+from yaddb.lsm import Engine
+from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
+from yaddb.lsm.wal import FSYNC_POLICIES
+from yaddb.node.handler import NodeHandler
+from yaddb.node.server import NodeServer
+
+log = logging.getLogger("yaddb.node")
+
+DEFAULT_PORT = 7000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_node.py", description="A YADDB storage node: a partition master, or a slave "
+        "that replicates one master. Requests arrive on a ZeroMQ ROUTER at HOST:PORT.")
+    add_flag(parser, "-H", "--host", default="127.0.0.1", help="address to bind")
+    add_flag(parser, "-p", "--port", type=int, default=DEFAULT_PORT, help="request port (ZeroMQ ROUTER)")
+    add_flag(parser, "--data-dir", help="data directory; default ./yaddb-data/node-PORT")
+    add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add_flag(parser, "--fsync", default="always", choices=FSYNC_POLICIES,
+             help="when the write-ahead log is fsynced: always (before each reply; safe on power "
+                  "loss), interval (every --fsync-interval-ms), never (left to the OS)")
+    add_flag(parser, "--fsync-interval-ms", type=int, default=1000, help="for --fsync interval")
+    add_flag(parser, "--max-value-bytes", type=int, default=DEFAULT_MAX_VALUE_BYTES,
+             help="largest value accepted")
+    add_flag(parser, "--memtable-bytes", type=int, default=DEFAULT_MEMTABLE_BYTES,
+             help="memtable size that triggers a flush to a segment")
+    roles = parser.add_subparsers(dest="role", required=True, metavar="{master,slave}")
+    roles.add_parser("master", help="serve reads and writes for a partition")
+    slave = roles.add_parser("slave", help="replicate a master and serve reads")
+    add_flag(slave, "--master-host", help="the master to replicate")
+    add_flag(slave, "--master-port", type=int, help="the master's request port")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    load_environment()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.role == "slave":
+        log.error("slave nodes need replication, which this build does not have yet; "
+                  "start the node as master")
+        return 2
+    data_dir = args.data_dir or os.path.join("yaddb-data", f"node-{args.port}")
+    try:
+        engine = Engine(data_dir, fsync=args.fsync, fsync_interval_ms=args.fsync_interval_ms,
+                        memtable_bytes=args.memtable_bytes,
+                        max_value_bytes=args.max_value_bytes + BLOB_OVERHEAD)
+    except YaddbError as exc:
+        log.error("cannot open %s: %s", data_dir, exc)
+        return 1
+    context = zmq.Context()
+    server = NodeServer(NodeHandler(engine, args.role, args.max_value_bytes),
+                        f"tcp://{args.host}:{args.port}", context)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: server.stop())
+    try:
+        log.info("%s node on tcp://%s:%d, data in %s, fsync=%s", args.role, args.host,
+                 args.port, data_dir, args.fsync)
+        server.serve()
+    except zmq.ZMQError as exc:
+        log.error("cannot serve on tcp://%s:%d: %s", args.host, args.port, exc)
+        return 1
+    finally:
+        engine.close()
+        context.term()
+        log.info("node on port %d stopped", args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The node's event loop: take every request waiting on the ROUTER, handle them as one round,
+send the replies. The loop owns its socket; everything it decides is in NodeHandler."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+import zmq
+
+from yaddb.errors import BadMessage, Unavailable
+from yaddb.node.handler import NodeHandler, request_id_of
+from yaddb.transport.protocol import encode_error
+from yaddb.transport.sockets import server_socket
+
+log = logging.getLogger(__name__)
+
+MAX_ROUND = 1024       # requests handled per round: bounds one round's latency
+POLL_MS = 100          # how often the loop looks at its stop flag when idle
+
+
+class NodeServer:
+    """Serve `handler` on a ROUTER bound to `endpoint` until `stop()`."""
+
+    def __init__(self, handler: NodeHandler, endpoint: str,
+                 context: Optional[zmq.Context] = None) -> None:
+        self.handler = handler
+        self.endpoint = endpoint
+        self._context = context or zmq.Context.instance()
+        self._stopping = threading.Event()
+        self.ready = threading.Event()   # set once the socket is bound
+        self.dropped_replies = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def serve(self) -> None:
+        sock = server_socket(self._context, self.endpoint, self.handler.max_value_bytes)
+        # A blocking receive that gives up now and then to look at the stop flag: measured
+        # cheaper per request than a poll followed by a non-blocking receive.
+        sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        try:
+            self.ready.set()
+            while not self._stopping.is_set():
+                try:
+                    first = sock.recv_multipart()
+                except zmq.Again:
+                    continue
+                self._round(sock, first)
+            self._refuse_waiting(sock)
+        finally:
+            sock.close()
+
+    def _round(self, sock: zmq.Socket, message: list[bytes]) -> None:
+        """Handle `message` and every other request already waiting, as one round."""
+        peers: list[bytes] = []
+        frames: list[bytes] = []
+        strays: list[bytes] = []
+        while True:
+            if len(message) == 2:
+                peers.append(message[0])
+                frames.append(message[1])
+            else:  # a peer speaking another protocol: tell it, and go on
+                self.handler.counts["bad_message"] += 1
+                strays.append(message[0])
+            # Checking EVENTS is cheaper than a receive that raises zmq.Again.
+            if len(frames) >= MAX_ROUND or not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                break
+            message = sock.recv_multipart(zmq.NOBLOCK)
+        replies = self.handler.handle(frames) if frames else []
+        for peer, reply in zip(peers, replies):
+            self._send(sock, peer, reply)
+        for peer in strays:
+            self._send(sock, peer, encode_error(None, BadMessage(
+                "a request is one frame of msgpack after the routing id")))
+
+    def _refuse_waiting(self, sock: zmq.Socket) -> None:
+        """Requests that arrived as the node stopped get an answer, not silence."""
+        refusal = Unavailable("the node is shutting down; retry on another replica or later")
+        while True:
+            try:
+                message = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            request_id = request_id_of(message[1]) if len(message) == 2 else None
+            self._send(sock, message[0], encode_error(request_id, refusal))
+
+    def _send(self, sock: zmq.Socket, peer: bytes, reply: bytes) -> None:
+        try:
+            sock.send_multipart([peer, reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client left (EHOSTUNREACH) or stopped reading (EAGAIN)
+            self.dropped_replies += 1
+            log.debug("reply to a departed client dropped: %s", exc)

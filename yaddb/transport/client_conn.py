@@ -1,0 +1,90 @@
+"""One DEALER connection to a node or router: request ids, deadlines, and Lazy Pirate retries."""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Optional
+
+import zmq
+
+from yaddb.errors import BadMessage, YaddbTimeout
+from yaddb.transport.protocol import decode_reply, encode_request
+from yaddb.transport.sockets import client_socket
+
+
+class Connection:
+    """Not thread-safe: the Client above it serialises calls."""
+
+    def __init__(self, endpoint: str, timeout: float,
+                 context: Optional[zmq.Context] = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._timeout_ms = max(1, int(timeout * 1000))
+        self._sock: Optional[zmq.Socket] = None
+        self._stale = False  # RCVTIMEO was shortened for the rest of one call's deadline
+        self._next_id = random.randrange(1 << 30)  # a restarted client never reuses recent ids
+
+    def call(self, op: str, args: list, retries: int = 0) -> Any:
+        """Send one request and return its reply's payload (raising the error it carries).
+
+        On a timeout the socket is closed and reopened (a reply to the lost request can then
+        never be mistaken for a later one) and the request is sent again, `retries` times.
+        """
+        for attempt in range(retries + 1):
+            self._next_id += 1
+            try:
+                return self._round_trip(self._next_id, encode_request(self._next_id, op, args)).result()
+            except YaddbTimeout:
+                self.reset()
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _round_trip(self, request_id: int, frame: bytes):
+        sock = self._socket()
+        deadline = time.monotonic() + self.timeout
+        if self._stale:
+            sock.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
+            self._stale = False
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:  # no connection completed yet (IMMEDIATE): wait for one, within the deadline
+            if not sock.poll(self._remaining_ms(deadline), zmq.POLLOUT):
+                raise self._timeout("could not connect") from None
+            sock.send(frame, zmq.NOBLOCK)
+        while True:
+            try:
+                frame = sock.recv()  # RCVTIMEO bounds it; one call is cheaper than poll + recv
+            except zmq.Again:
+                raise self._timeout("no reply") from None
+            try:
+                reply = decode_reply(frame)
+                if reply.request_id == request_id:
+                    return reply
+            except BadMessage:
+                pass  # not ours to understand
+            # A late reply to an abandoned request, or garbage: wait on, within the deadline.
+            sock.setsockopt(zmq.RCVTIMEO, max(1, self._remaining_ms(deadline)))
+            self._stale = True
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            self._sock = client_socket(self._context, self.endpoint)
+            self._sock.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
+            self._stale = False
+        return self._sock
+
+    def _remaining_ms(self, deadline: float) -> int:
+        return max(0, int((deadline - time.monotonic()) * 1000))
+
+    def _timeout(self, what: str) -> YaddbTimeout:
+        return YaddbTimeout(f"{what} from {self.endpoint} within {self.timeout:g} s; is the node "
+                            f"or router running and reachable?")
+
+    def reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    close = reset

@@ -1,0 +1,140 @@
+"""The wire protocol between YADDB processes: pure functions from bytes to messages and back.
+
+Every message is one ZeroMQ frame holding one msgpack array (a ROUTER adds the peer's routing
+id in front; that frame is the socket's business, not this module's):
+
+    request  [VERSION, request_id, op, args]       op a str, args a list
+    reply    [VERSION, request_id, status, payload] status 0 = ok, else an error code and
+                                                    payload the message for a person
+
+Requests and their ok payloads (keys are bytes, items are the blobs of yaddb.item):
+
+    ping   []                         -> "PONG"
+    get    [key]                      -> item or nil
+    set    [key, item]                -> the write's sequence number
+    del    [key]                      -> true if the key existed
+    mget   [[key, ...]]               -> [item or nil, ...]
+    mset   [[[key, item], ...]]       -> the last write's sequence number
+    mdel   [[key, ...]]               -> [existed, ...]
+    stats  []                         -> a map of figures
+
+Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
+when one could be read, so the error reply still matches) and nothing else.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import msgpack
+
+from yaddb.errors import (BadMessage, BadRequest, NotMaster, StorageError, Unavailable,
+                          ValueTooLarge, YaddbError, YaddbTimeout)
+
+VERSION = 1
+MAX_BATCH = 10_000  # keys in one mget, mset or mdel
+
+OK = 0
+# Error codes on the wire, and the exception each becomes in a client. Never renumber.
+ERROR_CODES: dict[int, type[YaddbError]] = {
+    1: BadRequest,
+    2: ValueTooLarge,
+    3: NotMaster,
+    4: Unavailable,
+    5: BadMessage,
+    6: StorageError,
+    7: YaddbTimeout,
+    8: YaddbError,
+}
+CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
+
+# op -> how many args, and whether each is a key (k), an item (i), a key list (K) or pairs (P)
+OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
+                       "mset": "P", "mdel": "K", "stats": ""}
+WRITES = frozenset({"set", "del", "mset", "mdel"})
+
+
+class Request(NamedTuple):
+    request_id: int
+    op: str
+    args: list
+
+
+class Reply(NamedTuple):
+    request_id: int
+    status: int
+    payload: Any
+
+    def result(self) -> Any:
+        """The payload of an ok reply; the error, raised, otherwise."""
+        if self.status == OK:
+            return self.payload
+        raise ERROR_CODES.get(self.status, YaddbError)(str(self.payload))
+
+
+def encode_request(request_id: int, op: str, args: list) -> bytes:
+    return msgpack.packb([VERSION, request_id, op, args], use_bin_type=True)
+
+
+def encode_reply(request_id: int, payload: Any) -> bytes:
+    return msgpack.packb([VERSION, request_id, OK, payload], use_bin_type=True)
+
+
+def encode_error(request_id: Optional[int], error: BaseException) -> bytes:
+    """An error reply; any exception that is not a YaddbError is reported as a server fault."""
+    code = next((CODE_OF[cls] for cls in type(error).__mro__ if cls in CODE_OF), CODE_OF[YaddbError])
+    message = str(error) if isinstance(error, YaddbError) else f"internal error: {error!r}"
+    return msgpack.packb([VERSION, -1 if request_id is None else request_id, code, message],
+                         use_bin_type=True)
+
+
+def _unpack(frame: object) -> list:
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise BadMessage(f"a message must be bytes, not {type(frame).__name__}")
+    try:
+        message = msgpack.unpackb(frame)
+    except Exception as exc:  # msgpack raises many kinds on garbage; all mean the same here
+        raise BadMessage(f"the message is not msgpack: {type(exc).__name__}") from None
+    if not isinstance(message, list) or len(message) != 4:
+        raise BadMessage("a message must be a msgpack array of 4 elements")
+    if message[0] != VERSION:
+        raise BadMessage(f"protocol version {message[0]!r} is not {VERSION}; upgrade the older side")
+    if type(message[1]) is not int:
+        raise BadMessage("the request id must be an integer")
+    return message
+
+
+def decode_request(frame: object) -> Request:
+    message = _unpack(frame)
+    _, request_id, op, args = message
+    try:
+        kinds = OPS[op]
+    except (KeyError, TypeError):
+        raise _bad(request_id, f"unknown operation {op!r}; known: {', '.join(OPS)}") from None
+    if not isinstance(args, list) or len(args) != len(kinds):
+        raise _bad(request_id, f"{op} takes {len(kinds)} argument(s)")
+    for kind, arg in zip(kinds, args):
+        if kind in "ki" and type(arg) is not bytes:
+            raise _bad(request_id, f"{op}: {'a key' if kind == 'k' else 'an item'} must be bytes")
+        if kind in "KP":
+            if not isinstance(arg, list) or len(arg) > MAX_BATCH:
+                raise _bad(request_id, f"{op} takes a list of at most {MAX_BATCH} entries")
+            if kind == "K" and not all(type(key) is bytes for key in arg):
+                raise _bad(request_id, f"{op}: every key must be bytes")
+            if kind == "P" and not all(isinstance(pair, list) and len(pair) == 2
+                                       and type(pair[0]) is bytes and type(pair[1]) is bytes
+                                       for pair in arg):
+                raise _bad(request_id, f"{op}: every entry must be [key, item], both bytes")
+    return Request(request_id, op, args)
+
+
+def decode_reply(frame: object) -> Reply:
+    _, request_id, status, payload = _unpack(frame)
+    if type(status) is not int:
+        raise BadMessage("the reply status must be an integer")
+    return Reply(request_id, status, payload)
+
+
+def _bad(request_id: int, what: str) -> BadMessage:
+    error = BadMessage(what)
+    error.request_id = request_id
+    return error

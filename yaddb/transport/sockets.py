@@ -1,0 +1,59 @@
+"""Every ZeroMQ socket YADDB opens is configured here, before it binds or connects.
+
+Most options only apply to later bind/connect calls, so each helper sets all of them first.
+"""
+from __future__ import annotations
+
+import zmq
+
+from yaddb.item import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
+
+HEARTBEAT_MS = 1000        # ZMTP pings: TCP alone can take many minutes to notice a dead peer
+HEARTBEAT_TIMEOUT_MS = 3000
+RECONNECT_MS = 100
+RECONNECT_MAX_MS = 2000    # back off, so clients do not hammer a dead node
+HWM = 10_000               # messages queued per peer before sends block or drop
+
+
+BATCH_ROOM = 16 << 20      # bytes a frame may carry beyond one largest value, for batches
+
+
+def max_message_bytes(max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> int:
+    """Largest frame a node accepts: one largest item, or batches up to BATCH_ROOM."""
+    return max_value_bytes + BLOB_OVERHEAD + BATCH_ROOM
+
+
+def _common(sock: zmq.Socket) -> None:
+    # Close must never wait for unsent messages to a peer that is gone (default is forever).
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+
+
+def server_socket(ctx: zmq.Context, endpoint: str, max_value_bytes: int) -> zmq.Socket:
+    """A bound ROUTER for requests."""
+    sock = ctx.socket(zmq.ROUTER)
+    _common(sock)
+    # A peer that sends a bigger frame is disconnected by libzmq before it fills our memory.
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(max_value_bytes))
+    # A reply to a client that is gone fails loudly (EHOSTUNREACH) instead of vanishing.
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.bind(endpoint)
+    return sock
+
+
+def client_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A connected DEALER for requests to a node or router."""
+    sock = ctx.socket(zmq.DEALER)
+    _common(sock)
+    # Queue only to completed connections: a dead endpoint then times out instead of hiding
+    # requests in a pipe that may never connect.
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.connect(endpoint)
+    return sock
