@@ -145,8 +145,8 @@ def test_garbage_frames_get_error_replies_and_leave_the_node_serving(thread_node
     assert all(client.get(b"keep%d" % i).value == b"value%d" % i for i in range(50))
 
 
-def test_replies_match_requests_when_pipelined_on_one_socket(thread_node):
-    node = thread_node()
+def test_replies_match_requests_when_pipelined_and_share_fsyncs(thread_node):
+    node = thread_node(fsync="always")
     sock = _raw_dealer(node.context, node.endpoint)
     try:
         for i in range(200):
@@ -156,6 +156,8 @@ def test_replies_match_requests_when_pipelined_on_one_socket(thread_node):
         sock.close()
     assert sorted(r.request_id for r in replies) == list(range(1000, 1200))
     assert sorted(r.result() for r in replies) == list(range(1, 201))
+    # Requests waiting together are one round with one fsync (group commit).
+    assert node.engine.stats()["log_fsyncs"] < 100
 
 
 def test_a_batch_over_the_message_limit_is_refused_by_the_client(thread_node):

@@ -96,6 +96,7 @@ class Engine:
         self._write_lock = threading.Lock()
         self._state = threading.Condition()
         self._failure: Optional[BaseException] = None
+        self._fsyncs = [0]  # log fsyncs so far, counted by every WalWriter of this engine
         self.key_filter: Optional[key_filters.KeyFilter] = None  # kept by Maintenance
         os.makedirs(path, exist_ok=True)
         self._dir_lock = files.DirLock(path)
@@ -135,7 +136,7 @@ class Engine:
 
     def _new_wal(self) -> WalWriter:
         number = self.allocate_file_number()
-        return WalWriter(os.path.join(self.path, files.wal_name(number)), number)
+        return WalWriter(os.path.join(self.path, files.wal_name(number)), number, self._fsyncs)
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -387,6 +388,7 @@ class Engine:
         return {
             "sequence": self._seq,
             "fsync": self.fsync,
+            "log_fsyncs": self._fsyncs[0],
             "memtable_bytes": mem.approx_bytes,
             "memtable_entries": len(mem),
             "frozen_memtables": len(frozen),

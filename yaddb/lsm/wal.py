@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Optional
 
 from yaddb.errors import CorruptionError, EngineClosed
 from yaddb.lsm import wal_format
@@ -21,9 +22,10 @@ class WalWriter:
     at once and lets one fdatasync cover every record written before it started (group commit).
     """
 
-    def __init__(self, path: str, number: int) -> None:
+    def __init__(self, path: str, number: int, sync_counter: Optional[list] = None) -> None:
         self.path = path
         self.number = number
+        self._sync_counter = sync_counter if sync_counter is not None else [0]  # shared by an engine's logs
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.written = os.fstat(self._fd).st_size
         self.synced = self.written
@@ -53,6 +55,7 @@ class WalWriter:
             target = self.written
             try:
                 os.fdatasync(self._fd)
+                self._sync_counter[0] += 1
             except OSError as exc:
                 # After a failed fsync the kernel may drop the dirty pages; retrying could
                 # "succeed" with the data gone, so the failure is final (fsyncgate).

@@ -142,6 +142,7 @@ class NodeHandler:
             "ops": dict(self.counts),
             "uptime_s": round(time.monotonic() - self.started, 3),
             "fsync": engine["fsync"],
+            "log_fsyncs": engine["log_fsyncs"],
             "disk_bytes": engine["disk_bytes"],
             "compactions": engine["compactions"],
             "flushes": engine["flushes"],
