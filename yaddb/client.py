@@ -32,8 +32,9 @@ class Client:
     as its UTF-8 bytes with content type text/plain and encoding utf-8 unless given; bytes are
     stored as application/octet-stream, binary. `get` always returns the value as bytes.
 
-    Every call returns or raises within `timeout` seconds: reads are retried twice on a fresh
-    socket (Lazy Pirate), writes are not (a timed-out write may or may not have been applied).
+    Every call returns or raises within `timeout` seconds: a read gets three tries of a third
+    of it each, on a fresh socket each time (Lazy Pirate); a write gets one try of the whole
+    timeout, never a blind second one (a timed-out write may or may not have been applied).
     A Client may be shared by threads (calls take turns under a lock); for parallel requests
     give each thread its own Client.
     """
@@ -45,6 +46,7 @@ class Client:
         self.max_value_bytes = max_value_bytes
         self._conn = Connection(endpoint, timeout, context)
         self._lock = threading.Lock()
+        self._heads: dict[tuple[str, str], bytes] = {}
 
     def _call(self, op: str, args: list, read: bool) -> object:
         with self._lock:
@@ -58,7 +60,16 @@ class Client:
     def _blob(self, key: Optional[bytes], value: Value, content_type: Optional[str] = None,
               encoding: Optional[str] = None) -> tuple[bytes, bytes]:
         raw, content_type, encoding = _labels(value, content_type, encoding)
-        blob = encode_item(content_type, encoding, raw, self.max_value_bytes)
+        if type(raw) is bytes and len(raw) <= self.max_value_bytes:
+            # The common case: the two labels' encoded head, checked once and then reused.
+            head = self._heads.get((content_type, encoding))
+            if head is None:
+                if len(self._heads) > 256:
+                    self._heads.clear()  # many distinct labels: keep the cache small
+                head = self._heads[(content_type, encoding)] = encode_item(content_type, encoding, b"")
+            blob = head + raw
+        else:
+            blob = encode_item(content_type, encoding, raw, self.max_value_bytes)
         return check_key(key_for(raw) if key is None else key), blob
 
     def set(self, key: Optional[bytes], value: Value, content_type: Optional[str] = None,

@@ -121,11 +121,11 @@ class NodeHandler:
 
     def _read(self, request: Request) -> Any:
         op, args = request.op, request.args
-        if op == "get":
-            return self.engine.get(check_key(args[0]))
+        if op == "get":  # the engine checks the key itself
+            return self.engine.get(args[0])
         if op == "mget":
             get = self.engine.get
-            return [get(check_key(key)) for key in args[0]]
+            return [get(key) for key in args[0]]
         if op == "ping":
             return "PONG"
         return self.stats()  # "stats": decode_request admits no other op

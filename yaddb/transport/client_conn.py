@@ -22,31 +22,34 @@ class Connection:
         self._context = context or zmq.Context.instance()
         self._timeout_ms = max(1, int(timeout * 1000))
         self._sock: Optional[zmq.Socket] = None
-        self._stale = False  # RCVTIMEO was shortened for the rest of one call's deadline
+        self._rcvtimeo = -1
         self._next_id = random.randrange(1 << 30)  # a restarted client never reuses recent ids
 
     def call(self, op: str, args: list, retries: int = 0) -> Any:
         """Send one request and return its reply's payload (raising the error it carries).
 
-        On a timeout the socket is closed and reopened (a reply to the lost request can then
-        never be mistaken for a later one) and the request is sent again, `retries` times.
+        The whole call takes at most `timeout`: it is split between 1 + `retries` attempts.
+        After an attempt times out the socket is closed and reopened (a reply to the lost
+        request can then never be mistaken for a later one) and the request is sent again.
         """
+        attempt_ms = max(1, self._timeout_ms // (retries + 1))
         for attempt in range(retries + 1):
             self._next_id += 1
             try:
-                return self._round_trip(self._next_id, encode_request(self._next_id, op, args)).result()
+                return self._round_trip(self._next_id, encode_request(self._next_id, op, args),
+                                        attempt_ms).result()
             except YaddbTimeout:
                 self.reset()
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable")
 
-    def _round_trip(self, request_id: int, frame: bytes):
+    def _round_trip(self, request_id: int, frame: bytes, timeout_ms: int):
         sock = self._socket()
-        deadline = time.monotonic() + self.timeout
-        if self._stale:
-            sock.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
-            self._stale = False
+        deadline = time.monotonic() + timeout_ms / 1000
+        if self._rcvtimeo != timeout_ms:
+            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._rcvtimeo = timeout_ms
         try:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:  # no connection completed yet (IMMEDIATE): wait for one, within the deadline
@@ -65,14 +68,13 @@ class Connection:
             except BadMessage:
                 pass  # not ours to understand
             # A late reply to an abandoned request, or garbage: wait on, within the deadline.
-            sock.setsockopt(zmq.RCVTIMEO, max(1, self._remaining_ms(deadline)))
-            self._stale = True
+            self._rcvtimeo = max(1, self._remaining_ms(deadline))
+            sock.setsockopt(zmq.RCVTIMEO, self._rcvtimeo)
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             self._sock = client_socket(self._context, self.endpoint)
-            self._sock.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
-            self._stale = False
+            self._rcvtimeo = -1  # the socket's RCVTIMEO; set before each wait when it differs
         return self._sock
 
     def _remaining_ms(self, deadline: float) -> int:
