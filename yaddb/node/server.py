@@ -8,7 +8,7 @@ from typing import Optional
 
 import zmq
 
-from yaddb.errors import BadMessage, Unavailable
+from yaddb.errors import Unavailable
 from yaddb.node.handler import NodeHandler, request_id_of
 from yaddb.transport.protocol import encode_error
 from yaddb.transport.sockets import server_socket
@@ -52,27 +52,22 @@ class NodeServer:
             sock.close()
 
     def _round(self, sock: zmq.Socket, message: list[bytes]) -> None:
-        """Handle `message` and every other request already waiting, as one round."""
-        peers: list[bytes] = []
+        """Handle `message` and every other request already waiting, as one round.
+
+        The last frame of a message is the request; the frames before it are its route (the
+        peer's id, and any ids a router in between added), sent back in front of the reply.
+        """
+        routes: list[list[bytes]] = []
         frames: list[bytes] = []
-        strays: list[bytes] = []
         while True:
-            if len(message) == 2:
-                peers.append(message[0])
-                frames.append(message[1])
-            else:  # a peer speaking another protocol: tell it, and go on
-                self.handler.counts["bad_message"] += 1
-                strays.append(message[0])
+            routes.append(message[:-1])
+            frames.append(message[-1])
             # Checking EVENTS is cheaper than a receive that raises zmq.Again.
             if len(frames) >= MAX_ROUND or not sock.get(zmq.EVENTS) & zmq.POLLIN:
                 break
             message = sock.recv_multipart(zmq.NOBLOCK)
-        replies = self.handler.handle(frames) if frames else []
-        for peer, reply in zip(peers, replies):
-            self._send(sock, peer, reply)
-        for peer in strays:
-            self._send(sock, peer, encode_error(None, BadMessage(
-                "a request is one frame of msgpack after the routing id")))
+        for route, reply in zip(routes, self.handler.handle(frames)):
+            self._send(sock, route, reply)
 
     def _refuse_waiting(self, sock: zmq.Socket) -> None:
         """Requests that arrived as the node stopped get an answer, not silence."""
@@ -82,12 +77,11 @@ class NodeServer:
                 message = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            request_id = request_id_of(message[1]) if len(message) == 2 else None
-            self._send(sock, message[0], encode_error(request_id, refusal))
+            self._send(sock, message[:-1], encode_error(request_id_of(message[-1]), refusal))
 
-    def _send(self, sock: zmq.Socket, peer: bytes, reply: bytes) -> None:
+    def _send(self, sock: zmq.Socket, route: list[bytes], reply: bytes) -> None:
         try:
-            sock.send_multipart([peer, reply], zmq.NOBLOCK)
+            sock.send_multipart(route + [reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client left (EHOSTUNREACH) or stopped reading (EAGAIN)
             self.dropped_replies += 1
             log.debug("reply to a departed client dropped: %s", exc)

@@ -1,0 +1,1 @@
+"""The router: places keys on partitions and forwards requests to their masters."""

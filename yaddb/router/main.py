@@ -1,0 +1,105 @@
+"""`run_router.py`: the router, and with no --nodes the whole local cluster."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+import zmq
+
+from yaddb.config import add_flag, load_environment
+from yaddb.errors import YaddbError
+from yaddb.item import DEFAULT_MAX_VALUE_BYTES
+from yaddb.lsm.files import DirLock
+from yaddb.router.cluster import EmbeddedCluster
+from yaddb.router.partition import parse_address
+from yaddb.router.server import RouterServer
+
+log = logging.getLogger("yaddb.router")
+
+EMBEDDED_PARTITIONS = 2
+INPROC_FRONT = "inproc://yaddb-router"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_router.py", description="The YADDB router: places keys on partitions and "
+        "serves HTTP and the native client. With no --nodes it starts a local cluster.")
+    add_flag(parser, "-H", "--host", default="127.0.0.1", help="address the HTTP and zmq fronts bind")
+    add_flag(parser, "-p", "--port", type=int, default=8080, help="HTTP edge port")
+    add_flag(parser, "--zmq-port", type=int, default=5555, help="native client port (ZeroMQ ROUTER)")
+    add_flag(parser, "--nodes", nargs="+", metavar="HOST:PORT",
+             help="one master per partition, in partition order; none: start the embedded "
+                  f"cluster ({EMBEDDED_PARTITIONS} partitions on free local ports)")
+    add_flag(parser, "--data-dir", default="yaddb-data",
+             help="where the embedded cluster keeps its nodes' data (partition-N)")
+    add_flag(parser, "--node-timeout", type=float, default=1.0,
+             help="seconds a master may take to answer before the client gets 503/Unavailable")
+    add_flag(parser, "--max-value-bytes", type=int, default=DEFAULT_MAX_VALUE_BYTES,
+             help="largest value accepted")
+    add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    load_environment()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        masters = [f"{host}:{port}" for host, port in map(parse_address, args.nodes or [])]
+    except ValueError as exc:
+        log.error("--nodes: %s", exc)
+        return 2
+    cluster = lock = None
+    try:
+        if not masters:
+            os.makedirs(args.data_dir, exist_ok=True)
+            lock = DirLock(args.data_dir)  # two routers on one --data-dir: a clear error
+            # Children first, then this process's ZeroMQ context (never fork one).
+            cluster = EmbeddedCluster(args.data_dir, EMBEDDED_PARTITIONS,
+                                      ["--max-value-bytes", str(args.max_value_bytes)])
+            cluster.start()
+            cluster.wait_ready()
+            masters = cluster.masters
+        return _serve(args, masters, stop)
+    except YaddbError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        if lock is not None:
+            lock.release()
+
+
+def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) -> int:
+    context = zmq.Context()
+    router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
+                          args.node_timeout, args.max_value_bytes)
+    thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
+    thread.start()
+    try:
+        if not router.ready.wait(30):
+            log.error("the router loop did not start")
+            return 1
+        log.info("partitions: %s", ", ".join(f"{i}: {m}" for i, m in enumerate(masters)))
+        log.info("native clients: tcp://%s:%d", args.host, args.zmq_port)
+        stop.wait()
+        log.info("stopping")
+        return 0
+    finally:
+        router.stop()
+        thread.join(30)
+        context.term()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The router's event loop: one thread owns every socket.
+
+Clients (native ones over TCP, the HTTP edge over inproc) send requests to a ROUTER front.
+A single-key request is forwarded unchanged to its partition's master over a DEALER, behind the
+client's routing id, which the node echoes back; the reply returns to the client unchanged.
+Multi-key requests are split by partition and gathered. A request whose master is not
+connected, or does not answer within the node timeout, gets an Unavailable error: the router
+never leaves a client waiting, and a master that comes back is used again at once (ZeroMQ
+reconnects by itself).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Optional
+
+import zmq
+
+from yaddb.errors import BadMessage, Unavailable, YaddbError
+from yaddb.router.gather import Gather, split
+from yaddb.router.partition import partition_for
+from yaddb.transport.protocol import (OPS, decode_reply, decode_request, encode_error,
+                                      encode_reply, encode_request)
+from yaddb.transport.sockets import client_socket, server_socket
+
+log = logging.getLogger(__name__)
+
+INTERNAL = [b""]          # route of the router's own requests: no ROUTER peer id is ever empty
+TICK_S = 0.05             # how often expired requests are answered
+STATUS_EVERY_S = 1.0      # how often each master is asked for its stats (liveness, keys)
+MAX_DRAIN = 512           # messages taken from one socket before looking at the others
+
+
+class _Partition:
+    def __init__(self, index: int, address: str, sock: zmq.Socket) -> None:
+        self.index = index
+        self.address = address
+        self.sock = sock
+        self.alive = False
+        self.last_reply = 0.0
+        self.stats: Optional[dict] = None
+
+    def status(self) -> dict:
+        stats = self.stats or {}
+        return {"index": self.index, "master": self.address, "alive": self.alive,
+                "role": stats.get("role"), "keys": stats.get("keys_estimate"),
+                "sequence": stats.get("sequence"), "slaves": stats.get("slaves", []),
+                "last_reply_s_ago": round(time.monotonic() - self.last_reply, 3) if self.last_reply else None}
+
+
+class RouterServer:
+    def __init__(self, masters: list[str], front_endpoints: list[str], context: zmq.Context,
+                 node_timeout: float = 1.0, max_value_bytes: int = 4 << 20) -> None:
+        if not masters:
+            raise ValueError("a router needs at least one partition master")
+        self.masters = masters
+        self.front_endpoints = front_endpoints
+        self.context = context
+        self.node_timeout = node_timeout
+        self.max_value_bytes = max_value_bytes
+        self.ready = threading.Event()
+        self._stopping = threading.Event()
+        self._partitions: list[_Partition] = []
+        # (route id, request id) -> (deadline, partition index, gather or None); insertion
+        # order is deadline order, since every request gets the same timeout.
+        self._pending: dict[tuple[bytes, int], tuple[float, int, Optional[tuple[Gather, list[int]]]]] = {}
+        self._ids = itertools.count(1)
+        self.counts: dict[str, int] = {}
+        self.started = time.monotonic()
+
+    # ---- for other threads ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def status(self) -> dict:
+        """The router's view of its partitions (read from other threads; a snapshot)."""
+        return {"partitions": [p.status() for p in list(self._partitions)],
+                "requests": dict(self.counts), "node_timeout_s": self.node_timeout,
+                "uptime_s": round(time.monotonic() - self.started, 3)}
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        front = server_socket(self.context, self.front_endpoints[0], self.max_value_bytes)
+        for endpoint in self.front_endpoints[1:]:
+            front.bind(endpoint)
+        poller = zmq.Poller()
+        poller.register(front, zmq.POLLIN)
+        for index, address in enumerate(self.masters):
+            sock = client_socket(self.context, f"tcp://{address}")
+            self._partitions.append(_Partition(index, address, sock))
+            poller.register(sock, zmq.POLLIN)
+        socks = {p.sock: p for p in self._partitions}
+        next_status = 0.0
+        try:
+            self.ready.set()
+            while not self._stopping.is_set():
+                for sock, _ in poller.poll(int(TICK_S * 1000)):
+                    if sock is front:
+                        self._drain(front, lambda message: self._from_client(front, message))
+                    else:
+                        partition = socks[sock]
+                        self._drain(sock, lambda message: self._from_node(front, partition, message))
+                now = time.monotonic()
+                self._expire(front, now)
+                if now >= next_status:
+                    self._ask_status(now)
+                    next_status = now + STATUS_EVERY_S
+        finally:
+            front.close()
+            for partition in self._partitions:
+                partition.sock.close()
+
+    def _drain(self, sock: zmq.Socket, handle) -> None:
+        for _ in range(MAX_DRAIN):
+            handle(sock.recv_multipart(zmq.NOBLOCK))
+            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+
+    def _reply(self, front: zmq.Socket, route: list[bytes], frame: bytes) -> None:
+        try:
+            front.send_multipart(route + [frame], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client is gone, or not reading
+            log.debug("reply to a departed client dropped: %s", exc)
+
+    def _from_client(self, front: zmq.Socket, message: list[bytes]) -> None:
+        route, frame = message[:-1], message[-1]
+        try:
+            request = decode_request(frame)
+        except BadMessage as exc:
+            self._count("bad_message")
+            self._reply(front, route, encode_error(exc.request_id, exc))
+            return
+        op = request.op
+        self._count(op)
+        if op == "ping":
+            self._reply(front, route, encode_reply(request.request_id, "PONG"))
+        elif op == "stats":
+            self._reply(front, route, encode_reply(request.request_id, self.status()))
+        elif OPS[op] in ("k", "ki"):  # get, del, set: the frame goes on as it came
+            index = partition_for(request.args[0], len(self._partitions))
+            self._forward(front, route, request.request_id, index, frame, None)
+        else:
+            self._scatter(front, route, request.request_id, op, request.args[0])
+
+    def _scatter(self, front: zmq.Socket, route: list[bytes], request_id: int, op: str,
+                 entries: list) -> None:
+        parts = split(op, entries, len(self._partitions))
+        if not parts:
+            self._reply(front, route, encode_reply(request_id, True if op == "mset" else []))
+            return
+        gather = Gather(route, request_id, op, len(entries), len(parts))
+        for index, (positions, subset) in parts.items():
+            sub_id = next(self._ids)
+            self._forward(front, INTERNAL, sub_id, index, encode_request(sub_id, op, [subset]),
+                          (gather, positions))
+            if gather.done:
+                return
+
+    def _forward(self, front: zmq.Socket, route: list[bytes], request_id: int, index: int,
+                 frame: bytes, part: Optional[tuple[Gather, list[int]]]) -> None:
+        partition = self._partitions[index]
+        try:
+            partition.sock.send_multipart(route + [frame], zmq.NOBLOCK)
+        except zmq.Again:  # not connected (IMMEDIATE): say so now rather than after a timeout
+            partition.alive = False
+            self._unavailable(front, route, request_id, part,
+                              f"partition {index} master {partition.address} is not reachable")
+            return
+        self._pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout, index, part)
+
+    def _from_node(self, front: zmq.Socket, partition: _Partition, message: list[bytes]) -> None:
+        route, frame = message[:-1], message[-1]
+        partition.alive = True
+        partition.last_reply = time.monotonic()
+        try:
+            reply = decode_reply(frame)
+        except BadMessage:
+            log.warning("partition %d master sent an undecodable reply", partition.index)
+            return
+        entry = self._pending.pop((route[0], reply.request_id), None) if route else None
+        if entry is None:
+            if route == INTERNAL and reply.status == 0 and isinstance(reply.payload, dict):
+                partition.stats = reply.payload  # a status answer
+            return  # else a reply that came after its request was answered as timed out
+        part = entry[2]
+        if part is None:
+            self._reply(front, route, frame)
+        else:
+            gather, positions = part
+            answer = gather.add(positions, reply)
+            if answer is not None:
+                self._reply(front, gather.route, answer)
+
+    def _expire(self, front: zmq.Socket, now: float) -> None:
+        while self._pending:
+            key = next(iter(self._pending))
+            deadline, index, part = self._pending[key]
+            if deadline > now:
+                return
+            del self._pending[key]
+            partition = self._partitions[index]
+            partition.alive = False
+            route = INTERNAL if part is not None else [key[0]]
+            self._unavailable(front, route, key[1], part,
+                              f"partition {index} master {partition.address} did not answer "
+                              f"within {self.node_timeout:g} s")
+
+    def _unavailable(self, front: zmq.Socket, route: list[bytes], request_id: int,
+                     part: Optional[tuple[Gather, list[int]]], what: str) -> None:
+        self._count("unavailable")
+        error: YaddbError = Unavailable(what)
+        if part is None:
+            self._reply(front, route, encode_error(request_id, error))
+        else:
+            answer = part[0].fail(error)
+            if answer is not None:
+                self._reply(front, part[0].route, answer)
+
+    def _ask_status(self, now: float) -> None:
+        for partition in self._partitions:
+            if partition.last_reply and now - partition.last_reply > self.node_timeout + STATUS_EVERY_S:
+                partition.alive = False
+            request_id = next(self._ids)
+            try:  # not in _pending: a missing answer only ages last_reply
+                partition.sock.send_multipart(INTERNAL + [encode_request(request_id, "stats", [])],
+                                              zmq.NOBLOCK)
+            except zmq.Again:
+                partition.alive = False
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
