@@ -97,7 +97,8 @@ def test_a_hung_master_times_out_into_unavailable(cluster):
         os.killpg(nodes[0].proc.pid, signal.SIGSTOP)  # alive, connected, silent
         try:
             started = time.monotonic()
-            with pytest.raises(Unavailable, match="did not answer within 0.5 s"):
+            # "did not answer within 0.5 s", or "not reachable" once libzmq stops queueing to it
+            with pytest.raises(Unavailable, match="partition 0 master"):
                 client.get(key)
             assert 0.4 < time.monotonic() - started < 3.0
         finally:

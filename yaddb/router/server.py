@@ -96,6 +96,7 @@ class RouterServer:
         socks = {p.sock: p for p in self._partitions}
         next_status = 0.0
         try:
+            self._await_connections()
             self.ready.set()
             while not self._stopping.is_set():
                 for sock, _ in poller.poll(int(TICK_S * 1000)):
@@ -114,6 +115,18 @@ class RouterServer:
             for partition in self._partitions:
                 partition.sock.close()
 
+    def _await_connections(self) -> None:
+        """Give every master up to the node timeout to connect, so the first requests after a
+        start do not fail only because the connections were still being made."""
+        deadline = time.monotonic() + self.node_timeout
+        for partition in self._partitions:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if partition.sock.poll(remaining, zmq.POLLOUT):
+                partition.alive = True
+            else:
+                log.warning("partition %d master %s is not reachable yet", partition.index,
+                            partition.address)
+
     def _drain(self, sock: zmq.Socket, handle) -> None:
         for _ in range(MAX_DRAIN):
             handle(sock.recv_multipart(zmq.NOBLOCK))
@@ -122,7 +135,7 @@ class RouterServer:
 
     def _reply(self, front: zmq.Socket, route: list[bytes], frame: bytes) -> None:
         try:
-            front.send_multipart(route + [frame], zmq.NOBLOCK)
+            _send(front, route, frame)
         except zmq.ZMQError as exc:  # the client is gone, or not reading
             log.debug("reply to a departed client dropped: %s", exc)
 
@@ -164,7 +177,7 @@ class RouterServer:
                  frame: bytes, part: Optional[tuple[Gather, list[int]]]) -> None:
         partition = self._partitions[index]
         try:
-            partition.sock.send_multipart(route + [frame], zmq.NOBLOCK)
+            _send(partition.sock, route, frame)
         except zmq.Again:  # not connected (IMMEDIATE): say so now rather than after a timeout
             partition.alive = False
             self._unavailable(front, route, request_id, part,
@@ -226,10 +239,20 @@ class RouterServer:
                 partition.alive = False
             request_id = next(self._ids)
             try:  # not in _pending: a missing answer only ages last_reply
-                partition.sock.send_multipart(INTERNAL + [encode_request(request_id, "stats", [])],
-                                              zmq.NOBLOCK)
+                _send(partition.sock, INTERNAL, encode_request(request_id, "stats", []))
             except zmq.Again:
                 partition.alive = False
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+
+
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost a call each time
+_LAST = int(zmq.NOBLOCK)
+
+
+def _send(sock: zmq.Socket, route: list[bytes], frame: bytes) -> None:
+    """route frames then the message, without building a list (cheaper than send_multipart)."""
+    for part in route:
+        sock.send(part, _MORE)
+    sock.send(frame, _LAST)

@@ -1,0 +1,126 @@
+"""The cost of the router hop: the same sync requests straight to a node, through a bare
+C `zmq.proxy` (ROUTER to DEALER) in front of it, and through `run_router.py --nodes`.
+
+Prints ops/s for each path and the ratio router / proxy (the issue's goal: >= 0.9x).
+Run: python3 bench/bench_router.py [--ops 10000] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from yaddb import Client  # noqa: E402
+from yaddb.errors import YaddbError  # noqa: E402
+
+PROXY = """
+import sys, zmq
+ctx = zmq.Context()
+front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+front.bind(sys.argv[1]); back.connect(sys.argv[2])
+try:
+    zmq.proxy(front, back)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SERVER_CPUS = {1}  # servers on one CPU, the measuring client on the other, as on two machines:
+CLIENT_CPUS = {0}  # unpinned, where the kernel happens to place them decides more than the code
+
+
+def start(args: list[str], log_dir: str, name: str, pin: bool) -> subprocess.Popen:
+    log = open(os.path.join(log_dir, name + ".log"), "wb")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    prefix = ["taskset", "-c", ",".join(map(str, SERVER_CPUS))] if pin else []
+    return subprocess.Popen([*prefix, sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+
+
+def wait_ready(endpoint: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with Client(endpoint, timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except YaddbError:
+                pass
+    raise SystemExit(f"{endpoint} did not answer within {timeout} s")
+
+
+def measure(endpoint: str, ops: int) -> float:
+    """Sync set then get of `ops` keys, one at a time; ops/s over both."""
+    value = b"v" * 100
+    with Client(endpoint, timeout=5.0) as client:
+        client.ping()
+        started = time.perf_counter()
+        for i in range(ops):
+            client.set(b"key%08d" % i, value)
+        for i in range(ops):
+            client.get(b"key%08d" % i)
+        return 2 * ops / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many, paths interleaved")
+    parser.add_argument("--pin", choices=["split", "none"], default="split",
+                        help="split: servers on CPU 1, this client on CPU 0 (needs taskset)")
+    args = parser.parse_args()
+    pin = args.pin == "split" and shutil.which("taskset") is not None and os.cpu_count() >= 2
+    if pin:
+        os.sched_setaffinity(0, CLIENT_CPUS)
+    work = tempfile.mkdtemp(prefix="yaddb-router-bench-")
+    procs: list[subprocess.Popen] = []
+    try:
+        node_port, proxy_port, router_port = free_port(), free_port(), free_port()
+        procs.append(start([os.path.join(ROOT, "run_node.py"), "-p", str(node_port), "--data-dir",
+                            os.path.join(work, "node"), "--fsync", "interval", "master"], work, "node", pin))
+        node = f"tcp://127.0.0.1:{node_port}"
+        wait_ready(node)
+        procs.append(start(["-c", PROXY, f"tcp://127.0.0.1:{proxy_port}", node], work, "proxy", pin))
+        procs.append(start([os.path.join(ROOT, "run_router.py"), "--nodes", f"127.0.0.1:{node_port}",
+                            "--zmq-port", str(router_port), "-p", str(free_port())], work, "router", pin))
+        paths = {"direct": node, "C zmq.proxy hop": f"tcp://127.0.0.1:{proxy_port}",
+                 "router hop": f"tcp://127.0.0.1:{router_port}"}
+        for endpoint in paths.values():
+            wait_ready(endpoint)
+        best = {name: 0.0 for name in paths}
+        for _ in range(args.rounds):
+            for name, endpoint in paths.items():
+                best[name] = max(best[name], measure(endpoint, args.ops))
+        print(f"sync set+get, {args.ops} keys each, best of {args.rounds} (ops/s), "
+              f"{'servers on CPU 1, client on CPU 0' if pin else 'unpinned'}:")
+        for name, rate in best.items():
+            print(f"  {name:<18} {rate:10,.0f}   {rate / best['direct']:.2f}x direct")
+        ratio = best["router hop"] / best["C zmq.proxy hop"]
+        print(f"router / bare proxy hop: {ratio:.2f}x  ({'PASS' if ratio >= 0.9 else 'MISS'}, goal 0.9x)")
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
