@@ -16,9 +16,12 @@ READ_RETRIES = 2
 
 
 def _labels(value: Value, content_type: Optional[str], encoding: Optional[str]) -> tuple[bytes, str, str]:
+    # Labels given are stored exactly, empty ones too; only missing ones get defaults.
     if isinstance(value, str):
-        return value.encode("utf-8"), content_type or "text/plain", encoding or "utf-8"
-    return value, content_type or "application/octet-stream", encoding or "binary"
+        return (value.encode("utf-8"), "text/plain" if content_type is None else content_type,
+                "utf-8" if encoding is None else encoding)
+    return (value, "application/octet-stream" if content_type is None else content_type,
+            "binary" if encoding is None else encoding)
 
 
 class Client:
@@ -35,15 +38,17 @@ class Client:
     Every call returns or raises within `timeout` seconds: a read gets three tries of a third
     of it each, on a fresh socket each time (Lazy Pirate); a write gets one try of the whole
     timeout, never a blind second one (a timed-out write may or may not have been applied).
+    (`read_retries` sets how many; 0 gives a read the whole timeout in one try.)
     A Client may be shared by threads (calls take turns under a lock); for parallel requests
     give each thread its own Client.
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.0,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None, read_retries: int = READ_RETRIES) -> None:
         self.endpoint = endpoint
         self.max_value_bytes = max_value_bytes
+        self.read_retries = read_retries
         self._conn = Connection(endpoint, timeout, context)
         self._lock = threading.Lock()
         self._heads: dict[tuple[str, str], bytes] = {}
@@ -51,7 +56,7 @@ class Client:
     def _call(self, op: str, args: list, read: bool) -> object:
         with self._lock:
             try:
-                return self._conn.call(op, args, READ_RETRIES if read else 0)
+                return self._conn.call(op, args, self.read_retries if read else 0)
             except YaddbTimeout as exc:
                 if read:
                     raise

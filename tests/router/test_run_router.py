@@ -1,25 +1,32 @@
 """`run_router.py` as a user runs it: the one-command cluster, started and stopped by the test."""
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from yaddb import Client
 from yaddb.errors import YaddbError
+from yaddb.router.partition import partition_for
 from tests.helpers import REPO_ROOT, child_env, free_port, wait_for
 
 
 class RouterProcess:
     def __init__(self, tmp_path, data_dir, *args):
         self.zmq_port = free_port()
+        self.http_port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.zmq_port}"
+        self.url = f"http://127.0.0.1:{self.http_port}"
         self.log_path = tmp_path / f"router-{self.zmq_port}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO_ROOT / "run_router.py"), "--zmq-port", str(self.zmq_port),
-                 "-p", str(free_port()), "--data-dir", str(data_dir), *args],
+                 "-p", str(self.http_port), "--data-dir", str(data_dir), *args],
                 stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=str(tmp_path),
                 start_new_session=True)
 
@@ -138,3 +145,57 @@ def test_a_node_that_dies_is_reported_and_restarted(tmp_path, routers):
             except YaddbError:
                 return False
         wait_for(all_served, "every key to be served again", timeout=60)
+
+
+def http(router, method, path, body=b"", content_type=None):
+    """(status, parsed JSON or text) of one HTTP request to the router's edge."""
+    request = urllib.request.Request(router.url + path, data=body or None, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw, kind = response.status, response.read(), response.headers.get_content_type()
+    except urllib.error.HTTPError as error:
+        status, raw, kind = error.code, error.read(), error.headers.get_content_type()
+    return status, (json.loads(raw) if kind == "application/json" else raw.decode())
+
+
+def test_http_and_native_clients_see_the_same_data_and_a_dead_node_gives_503(tmp_path, routers):
+    router = RouterProcess(tmp_path, tmp_path / "data")
+    routers.append(router)
+    router.wait_ready()
+    assert http(router, "GET", "/ping") == (200, "PONG")
+    body = json.dumps({"content_type": "text/plain", "encoding": "utf-8", "value": "hello"}).encode()
+    status, stored = http(router, "PUT", "/set", body, "application/json")
+    (hex_key,) = stored
+    assert status == 200 and stored[hex_key]["value"] == "hello"
+    with Client(router.endpoint, timeout=5) as client:
+        assert client.get(bytes.fromhex(hex_key)).value == b"hello"  # HTTP -> native
+        keys = [client.set(b"native%d" % i, "value %d" % i) for i in range(10)]
+    for i, key in enumerate(keys):  # native -> HTTP, raw key and hex key
+        assert http(router, "POST", "/query", key.hex().encode(), "text/plain") == \
+            (200, {key.hex(): {"content_type": "text/plain", "encoding": "utf-8", "value": "value %d" % i}})
+        assert http(router, "POST", "/query", key, "application/octet-stream")[0] == 200
+    assert http(router, "DELETE", "/delete", keys[0].hex().encode(), "text/plain") == (200, {"deleted": keys[0].hex()})
+    assert http(router, "POST", "/query", keys[0].hex().encode(), "text/plain")[0] == 404
+    status, stats = http(router, "GET", "/stats")
+    assert status == 200 and len(stats["partitions"]) == 2
+    assert "yaddb_node_up" in http(router, "GET", "/metrics")[1]
+    # One node gone: its keys answer 503 with a JSON error within the node timeout.
+    victim = router.node_pids()[0]
+    os.killpg(victim, signal.SIGSTOP)  # hung, so the supervisor does not restart it meanwhile
+    try:
+        statuses = []
+        for key in keys[1:]:
+            started = time.monotonic()
+            status, reply = http(router, "POST", "/query", key.hex().encode(), "text/plain")
+            assert time.monotonic() - started < 5.0
+            statuses.append(status)
+            if status == 503:
+                assert "partition" in reply["error"]
+        # Exactly the keys of one partition fail; the other partition goes on serving.
+        per_partition = [sum(partition_for(key, 2) == index for key in keys[1:]) for index in (0, 1)]
+        assert statuses.count(503) in per_partition
+        assert statuses.count(200) == len(keys[1:]) - statuses.count(503)
+    finally:
+        os.killpg(victim, signal.SIGCONT)

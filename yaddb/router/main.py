@@ -12,7 +12,10 @@ from typing import Optional, Sequence
 import zmq
 
 from yaddb.config import add_flag, load_environment
+from yaddb.client import Client
 from yaddb.errors import YaddbError
+from yaddb.http_edge.app import make_app
+from yaddb.http_edge.server import EdgeServer
 from yaddb.item import DEFAULT_MAX_VALUE_BYTES
 from yaddb.lsm.files import DirLock
 from yaddb.router.cluster import EmbeddedCluster
@@ -86,16 +89,33 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) 
                           args.node_timeout, args.max_value_bytes)
     thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
     thread.start()
+    edge = None
     try:
         if not router.ready.wait(30):
             log.error("the router loop did not start")
             return 1
+        # Each HTTP worker thread gets its own Client (ZeroMQ sockets are not thread-safe),
+        # talking to the router loop over inproc: one routing core behind both fronts.
+        # The router loop answers every request, with 503 at worst after the node timeout,
+        # and inproc loses nothing: one try with room to spare, no retries.
+        client_timeout = args.node_timeout + 1.0
+        app = make_app(lambda: Client(INPROC_FRONT, timeout=client_timeout, context=context,
+                                      max_value_bytes=args.max_value_bytes, read_retries=0),
+                       router.status, args.max_value_bytes)
+        try:
+            edge = EdgeServer(app, host=args.host, port=args.port).start()
+        except OSError as exc:
+            log.error("cannot serve HTTP on %s:%d: %s", args.host, args.port, exc)
+            return 1
         log.info("partitions: %s", ", ".join(f"{i}: {m}" for i, m in enumerate(masters)))
+        log.info("HTTP edge: http://%s:%s", args.host, edge.port)
         log.info("native clients: tcp://%s:%d", args.host, args.zmq_port)
         stop.wait()
         log.info("stopping")
         return 0
     finally:
+        if edge is not None:
+            edge.stop()
         router.stop()
         thread.join(30)
         context.term()
