@@ -19,7 +19,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> object:
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
     deadline = time.monotonic() + timeout
     while True:
         result = condition()

@@ -5,8 +5,9 @@ A flag given on the command line wins, then the environment, then .env, then the
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from dotenv import load_dotenv
 
@@ -31,6 +32,15 @@ def add_flag(parser: argparse.ArgumentParser, *flags: str, **options: Any) -> No
     shown = "" if default is None else f"; default {default}"
     options["help"] = f"{options.get('help', '')} [env {variable}{shown}]".strip()
     parser.add_argument(*flags, **options)
+
+
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Flags over environment over .env (loaded first), and logging set to --log-level."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args
 
 
 def load_environment(dotenv_path: Optional[str] = None) -> None:

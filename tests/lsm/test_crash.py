@@ -24,6 +24,7 @@ from typing import Optional
 import pytest
 
 from yaddb.lsm import Engine
+from tests.helpers import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 18
@@ -135,17 +136,6 @@ def workers_in_group(pgid: int) -> dict[int, str]:
     return {pid: cmd for pid, cmd in live_group_members(pgid).items() if "yaddb.lsm.workerd" in cmd}
 
 
-def wait_for(condition, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.005)
-
-
 class Output:
     """Reads a child's stdout file as it grows."""
 
@@ -226,7 +216,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_write(tmp_path):
                     alive()
                     return output.acks() >= wanted
 
-                wait_for(progressed, f"round {round_no}: {wanted} acknowledged writes")
+                wait_for(progressed, f"round {round_no}: {wanted} acknowledged writes", DEADLINE)
                 if mode == "process":
                     # Flushes have happened by now or soon will: wait for the worker process, so
                     # the kill below always has one to take down with the child.

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import zmq
 
-from yaddb.config import add_flag, load_environment
+from yaddb.config import add_flag, load_environment, parse_command_line
 from yaddb.errors import YaddbError
 from yaddb.item import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
 from yaddb.lsm import Engine
@@ -49,10 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    load_environment()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_environment()  # before the parser: its defaults come from the environment
+    args = parse_command_line(build_parser(), argv)
     if args.role == "slave":
         log.error("slave nodes need replication, which this build does not have yet; "
                   "start the node as master")
