@@ -1,5 +1,6 @@
 """The cost of the router hop: the same sync requests straight to a node, through a bare
-C `zmq.proxy` (ROUTER to DEALER) in front of it, and through `run_router.py --nodes`.
+C `zmq.proxy` (ROUTER to DEALER) in front of it, through `run_router.py --nodes`, and from a
+client that asks the router for the partition map and then routes by itself (direct=True).
 
 Prints ops/s for each path and the ratio router / proxy (the issue's goal: >= 0.9x).
 Run: python3 bench/bench_router.py [--ops 10000] [--rounds 3]
@@ -64,10 +65,10 @@ def wait_ready(endpoint: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{endpoint} did not answer within {timeout} s")
 
 
-def measure(endpoint: str, ops: int) -> float:
+def measure(endpoint: str, ops: int, direct: bool = False) -> float:
     """Sync set then get of `ops` keys, one at a time; ops/s over both."""
     value = b"v" * 100
-    with Client(endpoint, timeout=5.0) as client:
+    with Client(endpoint, timeout=5.0, direct=direct) as client:
         client.ping()
         started = time.perf_counter()
         for i in range(ops):
@@ -98,14 +99,15 @@ def main() -> None:
         procs.append(start(["-c", PROXY, f"tcp://127.0.0.1:{proxy_port}", node], work, "proxy", pin))
         procs.append(start([os.path.join(ROOT, "run_router.py"), "--nodes", f"127.0.0.1:{node_port}",
                             "--zmq-port", str(router_port), "-p", str(free_port())], work, "router", pin))
-        paths = {"direct": node, "C zmq.proxy hop": f"tcp://127.0.0.1:{proxy_port}",
-                 "router hop": f"tcp://127.0.0.1:{router_port}"}
-        for endpoint in paths.values():
+        router = f"tcp://127.0.0.1:{router_port}"
+        paths = {"direct": (node, False), "C zmq.proxy hop": (f"tcp://127.0.0.1:{proxy_port}", False),
+                 "router hop": (router, False), "client-side routing": (router, True)}
+        for endpoint, _ in paths.values():
             wait_ready(endpoint)
         best = {name: 0.0 for name in paths}
         for _ in range(args.rounds):
-            for name, endpoint in paths.items():
-                best[name] = max(best[name], measure(endpoint, args.ops))
+            for name, (endpoint, direct) in paths.items():
+                best[name] = max(best[name], measure(endpoint, args.ops, direct))
         print(f"sync set+get, {args.ops} keys each, best of {args.rounds} (ops/s), "
               f"{'servers on CPU 1, client on CPU 0' if pin else 'unpinned'}:")
         for name, rate in best.items():

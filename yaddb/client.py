@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Iterable, Mapping, Optional, Union
 
 import zmq
 
-from yaddb.errors import BadRequest, YaddbTimeout
+from yaddb.errors import BadRequest, NotMaster, YaddbError, YaddbTimeout
 from yaddb.item import DEFAULT_MAX_VALUE_BYTES, Item, check_key, decode_item, encode_item, key_for
-from yaddb.transport.client_conn import Connection
+from yaddb.router.partition import partition_for
+from yaddb.transport.client_conn import Connection, NotSent
 from yaddb.transport.sockets import max_message_bytes
 
 Value = Union[bytes, bytearray, memoryview, str]
 READ_RETRIES = 2
+DIRECT_PAUSE_S = 5.0
 
 
 def _labels(value: Value, content_type: Optional[str], encoding: Optional[str]) -> tuple[bytes, str, str]:
@@ -39,17 +42,26 @@ class Client:
     of it each, on a fresh socket each time (Lazy Pirate); a write gets one try of the whole
     timeout, never a blind second one (a timed-out write may or may not have been applied).
     (`read_retries` sets how many; 0 gives a read the whole timeout in one try.)
+    With direct=True and a router as endpoint, the client asks the router for the partition
+    map once and sends each one-key call straight to the key's master (Redis Cluster style),
+    falling back to the router when that fails; batches always go through the router.
     A Client may be shared by threads (calls take turns under a lock); for parallel requests
     give each thread its own Client.
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.0,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-                 context: Optional[zmq.Context] = None, read_retries: int = READ_RETRIES) -> None:
+                 context: Optional[zmq.Context] = None, read_retries: int = READ_RETRIES,
+                 direct: bool = False) -> None:
         self.endpoint = endpoint
         self.max_value_bytes = max_value_bytes
         self.read_retries = read_retries
+        self.timeout = timeout
+        self.direct = direct
+        self._context = context
         self._conn = Connection(endpoint, timeout, context)
+        self._nodes: Optional[list[Connection]] = None  # per partition, when routing directly
+        self._direct_after = 0.0  # monotonic time before which calls go through the endpoint
         self._lock = threading.Lock()
         self._heads: dict[tuple[str, str], bytes] = {}
 
@@ -61,6 +73,49 @@ class Client:
                 if read:
                     raise
                 raise YaddbTimeout(f"{exc} The write may or may not have been applied.") from None
+
+    def _call_key(self, op: str, key: bytes, args: list, read: bool) -> object:
+        """A one-key call: with direct=True straight to the key's master, else via the endpoint.
+
+        The direct path falls back to the router, forgetting the partition map, when the node
+        cannot be reached, is no longer the master, or (for a read) does not answer; a write
+        that reached a node is never sent a second time.
+        """
+        if self.direct and time.monotonic() >= self._direct_after:
+            with self._lock:
+                try:
+                    nodes = self._partition_connections()
+                except YaddbError:  # no map (the endpoint is a node, or silent): go through it
+                    self._forget_partitions(True)
+                    nodes = None
+                try:
+                    if nodes is not None:
+                        return nodes[partition_for(key, len(nodes))].call(op, args, 0)
+                except (NotSent, NotMaster) as exc:
+                    self._forget_partitions(isinstance(exc, NotSent))
+                except YaddbTimeout:
+                    self._forget_partitions(True)
+                    if not read:
+                        raise YaddbTimeout("no reply from the key's master; the write may or "
+                                           "may not have been applied") from None
+        return self._call(op, args, read)
+
+    def _partition_connections(self) -> list[Connection]:
+        if self._nodes is None:
+            masters = self._conn.call("map", [], self.read_retries)
+            # Half the timeout each, so a dead master and the router's answer fit in one.
+            self._nodes = [Connection(f"tcp://{master}", self.timeout / 2, self._context)
+                           for master in masters]
+        return self._nodes
+
+    def _forget_partitions(self, pause: bool = False) -> None:
+        """Drop the map; with pause, go through the endpoint alone for a while, so masters
+        this client cannot reach cost one failed try per DIRECT_PAUSE_S, not one per call."""
+        for node in self._nodes or ():
+            node.close()
+        self._nodes = None
+        if pause:
+            self._direct_after = time.monotonic() + DIRECT_PAUSE_S
 
     def _blob(self, key: Optional[bytes], value: Value, content_type: Optional[str] = None,
               encoding: Optional[str] = None) -> tuple[bytes, bytes]:
@@ -81,16 +136,18 @@ class Client:
             encoding: Optional[str] = None) -> bytes:
         """Store an item; returns its key once the partition master has it durably."""
         key, blob = self._blob(key, value, content_type, encoding)
-        self._call("set", [key, blob], read=False)
+        self._call_key("set", key, [key, blob], read=False)
         return key
 
     def get(self, key: bytes) -> Optional[Item]:
-        blob = self._call("get", [check_key(key)], read=True)
+        key = check_key(key)
+        blob = self._call_key("get", key, [key], read=True)
         return None if blob is None else decode_item(blob)
 
     def delete(self, key: bytes) -> bool:
         """Delete a key; True if it existed."""
-        return bool(self._call("del", [check_key(key)], read=False))
+        key = check_key(key)
+        return bool(self._call_key("del", key, [key], read=False))
 
     def ping(self) -> bool:
         return self._call("ping", [], read=True) == "PONG"
@@ -120,6 +177,7 @@ class Client:
 
     def close(self) -> None:
         with self._lock:
+            self._forget_partitions()
             self._conn.close()
 
     def __enter__(self) -> "Client":

@@ -112,3 +112,39 @@ def _get_or_none(client, key):
         return item and item.value
     except YaddbError:
         return None
+
+
+def test_a_direct_client_sends_one_key_calls_straight_to_the_masters(cluster):
+    endpoint, nodes, router = cluster
+    with Client(endpoint, timeout=4, direct=True) as client:
+        keys = [b"d%d" % i for i in range(60)]
+        for key in keys:
+            client.set(key, key)
+        assert all(client.get(key).value == key for key in keys)
+        assert client.delete(keys[0]) is True
+        counts = router.status()["requests"]
+        assert counts.get("set", 0) == 0 and counts.get("get", 0) == 0 and counts["map"] == 1
+        assert [i and i.value for i in client.mget(keys[:3])] == [None, keys[1], keys[2]]  # batches: router
+        # A master gone: the call falls back to the router, which says why, within the timeout.
+        nodes[1].kill()
+        victim = next(k for k in keys[1:] if partition_for(k, 2) == 1)
+        survivor = next(k for k in keys[1:] if partition_for(k, 2) == 0)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="partition 1"):
+            client.get(victim)
+        assert time.monotonic() - started < 4 + 1
+        assert client.get(survivor).value == survivor
+        nodes[1] = NodeProcess(nodes[1].data_dir, port=nodes[1].port).wait_ready()
+        wait_for(lambda: _get_or_none(client, victim) == victim, "the restarted master to serve")
+
+
+def test_a_direct_client_pointed_at_a_node_just_talks_to_it(tmp_path):
+    node = NodeProcess(tmp_path / "node").wait_ready()
+    try:
+        with Client(node.endpoint, timeout=4, direct=True) as client:
+            with pytest.raises(YaddbError, match="ask a router"):
+                client._conn.call("map", [])  # a node has no partition map to give
+            client.set(b"k", b"v")           # so the client sends to the node itself
+            assert client.get(b"k").value == b"v"
+    finally:
+        node.kill()

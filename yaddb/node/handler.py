@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
-from yaddb.errors import BadMessage, NotMaster, YaddbError
+from yaddb.errors import BadMessage, BadRequest, NotMaster, YaddbError
 from yaddb.item import check_blob, check_key
 from yaddb.lsm import Engine
 from yaddb.transport.protocol import (Request, WRITES, decode_request, encode_error,
@@ -128,6 +128,8 @@ class NodeHandler:
             return [get(key) for key in args[0]]
         if op == "ping":
             return "PONG"
+        if op == "map":
+            raise BadRequest("this is a storage node; ask a router for the partition map")
         return self.stats()  # "stats": decode_request admits no other op
 
     def stats(self) -> dict:

@@ -94,11 +94,14 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) 
             return 1
         # Each HTTP worker thread gets its own Client (ZeroMQ sockets are not thread-safe),
         # talking to the router loop over inproc: one routing core behind both fronts.
-        # The router loop answers every request, with 503 at worst after the node timeout,
-        # and inproc loses nothing: one try with room to spare, no retries.
+        # One-key calls go straight to the key's master (direct=True: /query 3,550/s instead
+        # of 2,600 through the router loop, bench in README); anything else, and any failure,
+        # goes through the router loop, which answers every request (503 at worst after the
+        # node timeout) and over inproc loses nothing: one try with room to spare.
         client_timeout = args.node_timeout + 1.0
         app = make_app(lambda: Client(INPROC_FRONT, timeout=client_timeout, context=context,
-                                      max_value_bytes=args.max_value_bytes, read_retries=0),
+                                      max_value_bytes=args.max_value_bytes, read_retries=0,
+                                      direct=True),
                        router.status, args.max_value_bytes)
         try:
             edge = EdgeServer(app, host=args.host, port=args.port).start()

@@ -153,6 +153,8 @@ class RouterServer:
             self._reply(front, route, encode_reply(request.request_id, "PONG"))
         elif op == "stats":
             self._reply(front, route, encode_reply(request.request_id, self.status()))
+        elif op == "map":
+            self._reply(front, route, encode_reply(request.request_id, list(self.masters)))
         elif OPS[op] in ("k", "ki"):  # get, del, set: the frame goes on as it came
             index = partition_for(request.args[0], len(self._partitions))
             self._forward(front, route, request.request_id, index, frame, None)

@@ -12,6 +12,10 @@ from yaddb.transport.protocol import decode_reply, encode_request
 from yaddb.transport.sockets import client_socket
 
 
+class NotSent(YaddbTimeout):
+    """No connection could be made within the time, so the request never left: safe to resend."""
+
+
 class Connection:
     """Not thread-safe: the Client above it serialises calls."""
 
@@ -54,7 +58,7 @@ class Connection:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:  # no connection completed yet (IMMEDIATE): wait for one, within the deadline
             if not sock.poll(self._remaining_ms(deadline), zmq.POLLOUT):
-                raise self._timeout("could not connect") from None
+                raise NotSent(self._message("could not connect")) from None
             sock.send(frame, zmq.NOBLOCK)
         while True:
             try:
@@ -81,8 +85,11 @@ class Connection:
         return max(0, int((deadline - time.monotonic()) * 1000))
 
     def _timeout(self, what: str) -> YaddbTimeout:
-        return YaddbTimeout(f"{what} from {self.endpoint} within {self.timeout:g} s; is the node "
-                            f"or router running and reachable?")
+        return YaddbTimeout(self._message(what))
+
+    def _message(self, what: str) -> str:
+        return (f"{what} from {self.endpoint} within {self.timeout:g} s; is the node "
+                f"or router running and reachable?")
 
     def reset(self) -> None:
         if self._sock is not None:

@@ -17,6 +17,8 @@ Requests and their ok payloads (keys are bytes, items are the blobs of yaddb.ite
     mset   [[[key, item], ...]]       -> the last write's sequence number
     mdel   [[key, ...]]               -> [existed, ...]
     stats  []                         -> a map of figures
+    map    []                         -> ["host:port" of each partition's master, in order]
+                                         (routers only: clients that route by themselves)
 
 Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
 when one could be read, so the error reply still matches) and nothing else.
@@ -49,7 +51,7 @@ CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 
 # op -> how many args, and whether each is a key (k), an item (i), a key list (K) or pairs (P)
 OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
-                       "mset": "P", "mdel": "K", "stats": ""}
+                       "mset": "P", "mdel": "K", "stats": "", "map": ""}
 WRITES = frozenset({"set", "del", "mset", "mdel"})
 
 
