@@ -78,6 +78,48 @@ def measure(endpoint: str, ops: int, direct: bool = False) -> float:
         return 2 * ops / (time.perf_counter() - started)
 
 
+def measure_redis(port: int, ops: int) -> float:
+    """The same workload with redis-py against redis-server: the peer of the native client."""
+    import redis
+    value = b"v" * 100
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        client.ping()
+        started = time.perf_counter()
+        for i in range(ops):
+            client.set(b"key%08d" % i, value)
+        for i in range(ops):
+            client.get(b"key%08d" % i)
+        return 2 * ops / (time.perf_counter() - started)
+    finally:
+        client.close()
+
+
+def start_redis(work: str, pin: bool) -> tuple[subprocess.Popen, int] | None:
+    """redis-server with persistence like our --fsync interval, or None if it is not installed
+    (bench/bench_node.py installs it)."""
+    if shutil.which("redis-server") is None:
+        return None
+    try:
+        import redis
+    except ImportError:
+        return None
+    port = free_port()
+    prefix = ["taskset", "-c", ",".join(map(str, SERVER_CPUS))] if pin else []
+    proc = subprocess.Popen([*prefix, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", work, "--save", "", "--appendonly", "yes",
+                             "--appendfsync", "everysec"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(host="127.0.0.1", port=port).ping()
+            return proc, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=10000)
@@ -114,6 +156,18 @@ def main() -> None:
             print(f"  {name:<18} {rate:10,.0f}   {rate / best['direct']:.2f}x direct")
         ratio = best["router hop"] / best["C zmq.proxy hop"]
         print(f"router / bare proxy hop: {ratio:.2f}x  ({'PASS' if ratio >= 0.9 else 'MISS'}, goal 0.9x)")
+        started = start_redis(work, pin)
+        if started is None:
+            print("redis-server or redis-py missing (bench/bench_node.py installs them): no Redis peer")
+            return
+        redis_proc, redis_port = started
+        procs.append(redis_proc)
+        rate = max(measure_redis(redis_port, args.ops) for _ in range(args.rounds))
+        print(f"  {'redis-py to redis':<18} {rate:10,.0f}")
+        for name in ("router hop", "client-side routing"):
+            ratio = best[name] / rate
+            print(f"native client, {name} / redis-py: {ratio:.2f}x  "
+                  f"({'PASS' if ratio >= 0.6 else 'MISS'}, goal 0.6x)")
     finally:
         for proc in procs:
             try:
