@@ -65,32 +65,30 @@ def wait_ready(endpoint: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{endpoint} did not answer within {timeout} s")
 
 
-def measure(endpoint: str, ops: int, direct: bool = False) -> float:
+def timed(set_, get, ops: int) -> float:
     """Sync set then get of `ops` keys, one at a time; ops/s over both."""
     value = b"v" * 100
+    started = time.perf_counter()
+    for i in range(ops):
+        set_(b"key%08d" % i, value)
+    for i in range(ops):
+        get(b"key%08d" % i)
+    return 2 * ops / (time.perf_counter() - started)
+
+
+def measure(endpoint: str, ops: int, direct: bool = False) -> float:
     with Client(endpoint, timeout=5.0, direct=direct) as client:
         client.ping()
-        started = time.perf_counter()
-        for i in range(ops):
-            client.set(b"key%08d" % i, value)
-        for i in range(ops):
-            client.get(b"key%08d" % i)
-        return 2 * ops / (time.perf_counter() - started)
+        return timed(client.set, client.get, ops)
 
 
 def measure_redis(port: int, ops: int) -> float:
     """The same workload with redis-py against redis-server: the peer of the native client."""
     import redis
-    value = b"v" * 100
     client = redis.Redis(host="127.0.0.1", port=port)
     try:
         client.ping()
-        started = time.perf_counter()
-        for i in range(ops):
-            client.set(b"key%08d" % i, value)
-        for i in range(ops):
-            client.get(b"key%08d" % i)
-        return 2 * ops / (time.perf_counter() - started)
+        return timed(client.set, client.get, ops)
     finally:
         client.close()
 

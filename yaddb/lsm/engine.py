@@ -22,6 +22,7 @@ from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
 from yaddb.lsm.memtable import MISSING, Memtable
 from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES, Segment
 from yaddb.lsm.recovery import recover_directory
+from yaddb.lsm.batch import WriteBatch
 from yaddb.lsm.snapshot import Snapshot, from_key
 from yaddb.lsm.wal import FSYNC_POLICIES, WalWriter
 
@@ -31,27 +32,6 @@ MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 4 << 20
 DEFAULT_MEMTABLE_BYTES = 1 << 20
 MAX_FROZEN_MEMTABLES = 2  # writers wait when flushing falls this far behind
-
-
-class WriteBatch:
-    """Puts and deletes applied together: one log record, one fsync. Use via Engine.batch()."""
-
-    def __init__(self, engine: "Engine") -> None:
-        self._engine = engine
-        self.ops: list[tuple[bytes, Optional[bytes]]] = []
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.ops.append((key, value))
-
-    def delete(self, key: bytes) -> None:
-        self.ops.append((key, None))
-
-    def __enter__(self) -> "WriteBatch":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._engine.write_batch(self.ops)
 
 
 def checked_key(key: object) -> bytes:
