@@ -37,6 +37,30 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def signal_group(pgid: int, signum: int = signal.SIGKILL) -> None:
+    """Signal a process group; one that is already gone is no error."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def wait_answering(proc: subprocess.Popen, endpoint: str, log: Callable[[], str], what: str,
+                   timeout: float = 60.0) -> None:
+    """Wait until the process at endpoint answers a ping; fail at once if it exits."""
+    from yaddb import Client
+    from yaddb.errors import YaddbError
+    with Client(endpoint, timeout=1.0) as client:
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{what} exited with {proc.returncode}:\n{log()}")
+            try:
+                return client.ping()
+            except YaddbError:
+                return False
+        wait_for(answers, f"{what} to answer", timeout)
+
+
 class NodeProcess:
     """A real `run_node.py` process on a free port, in its own process group."""
 
@@ -57,26 +81,14 @@ class NodeProcess:
                 cwd=str(data_dir.parent), start_new_session=True)
 
     def wait_ready(self, timeout: float = 30.0) -> "NodeProcess":
-        from yaddb import Client
-        with Client(self.endpoint, timeout=1.0) as client:
-            def answers() -> bool:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
-                try:
-                    return client.ping()
-                except Exception:
-                    return False
-            wait_for(answers, f"node on port {self.port} to answer", timeout)
+        wait_answering(self.proc, self.endpoint, self.log, f"node on port {self.port}", timeout)
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def kill(self, signum: int = signal.SIGKILL) -> int:
-        try:
-            os.killpg(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
+        signal_group(self.proc.pid, signum)
         return self.proc.wait(timeout=60)
 
     def stop(self) -> int:

@@ -13,7 +13,7 @@ import pytest
 from yaddb import Client
 from yaddb.errors import YaddbError
 from yaddb.router.partition import partition_for
-from tests.helpers import REPO_ROOT, child_env, free_port, wait_for
+from tests.helpers import REPO_ROOT, child_env, free_port, signal_group, wait_answering, wait_for
 
 
 class RouterProcess:
@@ -34,15 +34,7 @@ class RouterProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self):
-        with Client(self.endpoint, timeout=1.0) as client:
-            def answers():
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"router exited with {self.proc.returncode}:\n{self.log()}")
-                try:
-                    return client.ping()
-                except YaddbError:
-                    return False
-            wait_for(answers, "the router to answer", timeout=60)
+        wait_answering(self.proc, self.endpoint, self.log, "the router")
         return self
 
     def node_pids(self):
@@ -71,15 +63,8 @@ class RouterProcess:
         return self.kill()
 
     def kill(self):
-        for pid in self.node_pids():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for pid in self.node_pids() + [self.proc.pid]:
+            signal_group(pid)
         return self.proc.wait(timeout=60)
 
 
