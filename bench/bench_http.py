@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark the HTTP edge with wrk: a node (run_node.py) and the edge
-(`python3 -m yaddb.http_edge.server`), each on a free port of 127.0.0.1, in its own process.
+(`python3 -m yaddb.http_edge.server`), each on a free port of 127.0.0.1, in its own process;
+or, with --cluster, the one-command cluster (`run_router.py`, which starts 2 nodes itself).
 
     python3 bench/bench_http.py                        # 10 s each on /ping, /query, /set
     python3 bench/bench_http.py --duration 3           # quick
     python3 bench/bench_http.py --servers cheroot,waitress --rounds 3   # compare WSGI servers
+    python3 bench/bench_http.py --cluster --duration 5 # run_router.py as a user runs it
 
 Workloads, each `--connections` (16) keep-alive connections from `--wrk-threads` (2) wrk
 threads for `--duration` seconds:
@@ -18,6 +20,10 @@ Per line: requests/s, latency p50/p99 from wrk, non-2xx replies and socket error
 the run fail), and CPU time per request of the edge and the node (from /proc). The ratio
 /query / /ping is the edge's cost of reaching the database; the goal is >= 0.7x. The node
 runs with `--fsync interval` by default, so /set measures the edge rather than the disk.
+
+--cluster measures `run_router.py` with no --nodes instead: its nodes keep their default
+`--fsync` (always), everything is unpinned unless --pin split is given, and CPU per request is
+given for the router process, its node children and their sum; /set / /ping is printed too.
 
 With several --servers, each round runs every server in turn (fresh edge process, same node)
 and the best round of each counts; edge CPU per request is the steadier figure on a busy
@@ -43,6 +49,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 START_TIMEOUT = 20.0
+CLUSTER_START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 INSTALL_TIMEOUT = 600
 GOAL_RATIO = 0.7
@@ -119,6 +126,29 @@ def choose_cpus(mode):
     return {"edge": cpus[-1:], "others": cpus[:-1]}
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def children(pid):
+    """The pids whose parent is `pid`, from /proc/*/stat."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
 class Process:
     """A child in its own process group, stopped with SIGTERM, then SIGKILL."""
 
@@ -130,13 +160,7 @@ class Process:
                                          start_new_session=True)
 
     def cpu_seconds(self):
-        """User + system CPU time of the process (all its threads)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        return cpu_seconds(self.proc.pid)
 
     def check_alive(self, what):
         if self.proc.poll() is not None:
@@ -158,6 +182,16 @@ class Process:
         except ProcessLookupError:
             pass
         return self.proc.wait(timeout=STOP_TIMEOUT)
+
+
+class Children:
+    """The child processes of a Process (the router's nodes): CPU time summed over them."""
+
+    def __init__(self, parent):
+        self.parent = parent
+
+    def cpu_seconds(self):
+        return sum(cpu_seconds(pid) for pid in children(self.parent.proc.pid))
 
 
 def start_node(workdir, fsync, cpus):
@@ -189,19 +223,54 @@ def start_edge(workdir, endpoint, server, threads, cpus):
                            "-p", str(port), "--threads", str(threads), "--server", server,
                            "--log-level", "WARNING"], cpus),
                    os.path.join(workdir, f"edge-{server}.log"))
-    deadline = time.monotonic() + START_TIMEOUT
+    return wait_http(edge, port, f"the edge ({server})", START_TIMEOUT), port
+
+
+def wait_http(proc, port, what, timeout, stop=None):
+    """`proc` once GET /ping on `port` answers PONG; stopped (`stop`, default proc.stop) and
+    an error after `timeout` s."""
+    deadline = time.monotonic() + timeout
     while True:
-        edge.check_alive(f"the edge ({server})")
+        proc.check_alive(what)
         try:
             status, body = http_call(port, "GET", "/ping")
             if status == 200 and body == b"PONG":
-                return edge, port
+                return proc
         except OSError:
             pass
         if time.monotonic() > deadline:
-            edge.stop()
-            raise RuntimeError(f"the edge ({server}) did not answer in time")
+            (stop or proc.stop)()
+            raise RuntimeError(f"{what} did not answer in time")
         time.sleep(0.05)
+
+
+def start_cluster(workdir, cpus):
+    """run_router.py with no --nodes (it starts 2 nodes): (router Process, HTTP port)."""
+    port = free_port()
+    router = Process(pinned([sys.executable, os.path.join(REPO_ROOT, "run_router.py"), "-p",
+                             str(port), "--zmq-port", str(free_port()), "--data-dir",
+                             os.path.join(workdir, "cluster"), "--log-level", "WARNING"], cpus),
+                     os.path.join(workdir, "router.log"))
+    return wait_http(router, port, "the cluster (run_router.py)", CLUSTER_START_TIMEOUT,
+                     lambda: stop_cluster(router)), port
+
+
+def stop_cluster(router):
+    """SIGTERM to the router's group (it stops its nodes); then SIGKILL any node left over."""
+    nodes = children(router.proc.pid)
+    code = router.stop()
+    if code not in (0, -signal.SIGTERM):
+        print(f"  the router exited with {code} on SIGTERM", flush=True)
+    for pid in nodes:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        print(f"  node {pid} was still running after the router stopped; killing it", flush=True)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # each node leads its own process group
+        except ProcessLookupError:
+            pass
 
 
 def http_call(port, method, path, body=None, content_type=None):
@@ -255,27 +324,82 @@ def run_wrk(wrk, port, path, script, args, edge, node):
 def measure(wrk, args, workdir, node, endpoint, server, scripts):
     edge, port = start_edge(workdir, endpoint, server, args.threads, args.cpus["edge"])
     try:
-        results = {}
-        run_wrk(wrk, port, "/ping", None, argparse.Namespace(**{**vars(args), "duration": 1}),
-                edge, node)  # warm-up: connections, threads and their Clients
-        for name, path, script in (("/ping", "/ping", None), ("/query", "/query", scripts["query"]),
-                                   ("/set", "/set", scripts["set"])):
-            results[name] = run_wrk(wrk, port, path, script, args, edge, node)
-            edge.check_alive(f"the edge ({server})")
-        return results
+        return workloads(wrk, args, port, edge, node, scripts, f"the edge ({server})")
     finally:
         code = edge.stop()
         if code not in (0, -signal.SIGTERM):
             print(f"  the edge ({server}) exited with {code} on SIGTERM", flush=True)
 
 
-def show(server, results):
+def workloads(wrk, args, port, edge, node, scripts, what):
+    """A 1 s warm-up on /ping (connections, threads and their Clients), then each workload."""
+    run_wrk(wrk, port, "/ping", None, argparse.Namespace(**{**vars(args), "duration": 1}),
+            edge, node)
+    results = {}
+    for name, path, script in (("/ping", "/ping", None), ("/query", "/query", scripts["query"]),
+                               ("/set", "/set", scripts["set"])):
+        results[name] = run_wrk(wrk, port, path, script, args, edge, node)
+        edge.check_alive(what)
+    return results
+
+
+def write_scripts(workdir, key):
+    scripts = {}
+    for name, text in (("query", QUERY_LUA.format(key=key.hex())),
+                       ("set", SET_LUA.format(pad=VALUE_SIZE - 13))):
+        scripts[name] = os.path.join(workdir, f"{name}.lua")
+        with open(scripts[name], "w") as script:
+            script.write(text)
+    return scripts
+
+
+def run_cluster(wrk, args):
+    """--cluster: the workloads against run_router.py and its own 2 nodes."""
+    print(f"cluster benchmark (run_router.py, 2 nodes): {args.connections} connections, "
+          f"{args.wrk_threads} wrk threads, {args.duration} s per workload, {os.cpu_count()} "
+          f"CPUs (pin: {args.pin} {args.cpus}), {args.rounds} round(s)", flush=True)
+    best, failed = {}, False
+    with ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="yaddb-bench-http-"))
+        router, port = start_cluster(workdir, args.cpus["edge"])
+        stack.callback(stop_cluster, router)
+        status, body = http_call(port, "PUT", "/set", json.dumps(
+            {"content_type": "text/plain", "encoding": "utf-8", "value": "q" * VALUE_SIZE}),
+            "application/json")
+        if status != 200:
+            raise RuntimeError(f"PUT /set answered {status}: {body[:300]!r}")
+        scripts = write_scripts(workdir, bytes.fromhex(next(iter(json.loads(body)))))
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}", flush=True)
+            results = workloads(wrk, args, port, router, Children(router), scripts,
+                                "the cluster (run_router.py)")
+            show("cluster", results, ("router", "nodes"))
+            for name, r in results.items():
+                failed |= bool(r["non2xx"] or r["socket_errors"])
+                if name not in best or r["rps"] > best[name]["rps"]:
+                    best[name] = r
+    ratios = {name: best[name]["rps"] / best["/ping"]["rps"] for name in ("/query", "/set")}
+    print(f"best of rounds (req/s): /ping {best['/ping']['rps']:.0f}  /query "
+          f"{best['/query']['rps']:.0f}  /set {best['/set']['rps']:.0f}", flush=True)
+    print(f"/query / /ping = {ratios['/query']:.2f}x (goal >= {GOAL_RATIO}x: "
+          f"{'PASS' if ratios['/query'] >= GOAL_RATIO else 'MISS'})   "
+          f"/set / /ping = {ratios['/set']:.2f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"args": vars(args), "best": best}, out, indent=1)
+    if failed:
+        print("some requests failed (non-2xx or socket errors): see the lines marked !!")
+    return int(failed)
+
+
+def show(server, results, labels=("edge", "node")):
     for name, r in results.items():
         flag = "" if not (r["non2xx"] or r["socket_errors"]) else \
             f"  !! {r['non2xx']} non-2xx, {r['socket_errors']} socket errors"
+        total = f"  all {r['edge_us'] + r['node_us']:5.0f} us/req" if labels[1] == "nodes" else ""
         print(f"  {server:9s} {name:7s} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-              f"p99 {r['p99_ms']:6.2f} ms  edge {r['edge_us']:5.0f} us/req  "
-              f"node {r['node_us']:4.0f} us/req{flag}", flush=True)
+              f"p99 {r['p99_ms']:6.2f} ms  {labels[0]} {r['edge_us']:5.0f} us/req  "
+              f"{labels[1]} {r['node_us']:4.0f} us/req{total}{flag}", flush=True)
 
 
 def main(argv=None):
@@ -290,11 +414,18 @@ def main(argv=None):
                         help="comma-separated WSGI servers to run (default: the edge's default)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds per server; best counts")
     parser.add_argument("--fsync", default="interval", help="the node's --fsync")
-    parser.add_argument("--pin", choices=("split", "none"), default="split",
-                        help="split: the edge alone on the last CPU, node and wrk on the others")
+    parser.add_argument("--pin", choices=("split", "none"), default=None,
+                        help="split (default without --cluster): the edge (with --cluster the "
+                             "router and its nodes) alone on the last CPU, wrk and any node on "
+                             "the others; none (default with --cluster): all on every CPU")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run_router.py with its own 2 nodes instead of a node and the edge")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
+    args.pin = args.pin or ("none" if args.cluster else "split")
     args.cpus = choose_cpus(args.pin)
+    if args.cluster:
+        return run_cluster(ensure_wrk(), args)
 
     from yaddb import Client
     from yaddb.http_edge import server as edge_server
@@ -323,12 +454,7 @@ def main(argv=None):
         stack.callback(node.stop)
         with Client(endpoint, timeout=2.0) as client:
             key = client.set(None, "q" * VALUE_SIZE, content_type="text/plain", encoding="utf-8")
-        scripts = {}
-        for name, text in (("query", QUERY_LUA.format(key=key.hex())),
-                           ("set", SET_LUA.format(pad=VALUE_SIZE - 13))):
-            scripts[name] = os.path.join(workdir, f"{name}.lua")
-            with open(scripts[name], "w") as script:
-                script.write(text)
+        scripts = write_scripts(workdir, key)
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}", flush=True)
             for server in servers:

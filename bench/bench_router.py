@@ -2,12 +2,16 @@
 C `zmq.proxy` (ROUTER to DEALER) in front of it, through `run_router.py --nodes`, and from a
 client that asks the router for the partition map and then routes by itself (direct=True).
 
-Prints ops/s for each path and the ratio router / proxy (the issue's goal: >= 0.9x).
-Run: python3 bench/bench_router.py [--ops 10000] [--rounds 3]
+Prints ops/s for each path and the ratio router / proxy (the issue's goal: >= 0.9x). Then
+--clients (8) client processes at once, each its own Client and --ops/4 keys of its own,
+through the router, with client-side routing and with redis-py: aggregate ops/s (all ops over
+the time from a common start to the last finish) and the ratios to redis-py.
+Run: python3 bench/bench_router.py [--ops 10000] [--rounds 3] [--clients 8]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import signal
@@ -65,15 +69,52 @@ def wait_ready(endpoint: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{endpoint} did not answer within {timeout} s")
 
 
-def timed(set_, get, ops: int) -> float:
+def timed(set_, get, ops: int, prefix: bytes = b"key") -> float:
     """Sync set then get of `ops` keys, one at a time; ops/s over both."""
     value = b"v" * 100
     started = time.perf_counter()
     for i in range(ops):
-        set_(b"key%08d" % i, value)
+        set_(b"%s%08d" % (prefix, i), value)
     for i in range(ops):
-        get(b"key%08d" % i)
+        get(b"%s%08d" % (prefix, i))
     return 2 * ops / (time.perf_counter() - started)
+
+
+def client_process(target: tuple, ops: int, prefix: bytes, barrier, done) -> None:
+    """One of --clients: connect, wait for the others, time its own keys; put its finish time."""
+    if target[0] == "redis":
+        import redis
+        client = redis.Redis(host="127.0.0.1", port=target[1])
+    else:
+        client = Client(target[1], timeout=5.0, direct=target[0] == "direct")
+    try:
+        client.ping()
+        barrier.wait()
+        timed(client.set, client.get, ops, prefix)
+        done.put(time.time())
+    finally:
+        client.close()
+
+
+def measure_clients(target: tuple, clients: int, ops: int) -> float:
+    """Aggregate ops/s of `clients` processes at once: all ops / (common start to last finish)."""
+    ctx = multiprocessing.get_context("spawn")  # no ZeroMQ context inherited by fork
+    barrier, done = ctx.Barrier(clients + 1), ctx.Queue()
+    procs = [ctx.Process(target=client_process, args=(target, ops, b"c%d-" % n, barrier, done))
+             for n in range(clients)]
+    for proc in procs:
+        proc.start()
+    try:
+        barrier.wait(60)
+        started = time.time()
+        last = max(done.get(timeout=600) for _ in procs)
+    finally:
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    return 2 * ops * clients / (last - started)
 
 
 def measure(endpoint: str, ops: int, direct: bool = False) -> float:
@@ -124,6 +165,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="best of this many, paths interleaved")
     parser.add_argument("--pin", choices=["split", "none"], default="split",
                         help="split: servers on CPU 1, this client on CPU 0 (needs taskset)")
+    parser.add_argument("--clients", type=int, default=8,
+                        help="client processes at once, --ops/4 keys each (0: skip)")
     args = parser.parse_args()
     pin = args.pin == "split" and shutil.which("taskset") is not None and os.cpu_count() >= 2
     if pin:
@@ -166,6 +209,19 @@ def main() -> None:
             ratio = best[name] / rate
             print(f"native client, {name} / redis-py: {ratio:.2f}x  "
                   f"({'PASS' if ratio >= 0.6 else 'MISS'}, goal 0.6x)")
+        if args.clients > 0:
+            ops = max(1, args.ops // 4)
+            targets = {"router hop": ("router", router), "client-side routing": ("direct", router),
+                       "redis-py to redis": ("redis", redis_port)}
+            rates = {name: 0.0 for name in targets}
+            for _ in range(args.rounds):
+                for name, target in targets.items():
+                    rates[name] = max(rates[name], measure_clients(target, args.clients, ops))
+            print(f"{args.clients} client processes at once, {ops} keys each, best of "
+                  f"{args.rounds} (aggregate ops/s), "
+                  f"{'servers on CPU 1, clients on CPU 0' if pin else 'unpinned'}:")
+            for name, rate in rates.items():
+                print(f"  {name:<20} {rate:10,.0f}   {rate / rates['redis-py to redis']:.2f}x redis-py")
     finally:
         for proc in procs:
             try:

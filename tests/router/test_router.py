@@ -8,6 +8,7 @@ import pytest
 import zmq
 
 from yaddb import Client
+from yaddb.client import _reachable
 from yaddb.errors import Unavailable, YaddbError
 from yaddb.router.partition import partition_for
 from yaddb.router.server import RouterServer
@@ -146,5 +147,25 @@ def test_a_direct_client_pointed_at_a_node_just_talks_to_it(tmp_path):
                 client._conn.call("map", [])  # a node has no partition map to give
             client.set(b"k", b"v")           # so the client sends to the node itself
             assert client.get(b"k").value == b"v"
+            assert client.direct is False    # and stops asking
     finally:
         node.kill()
+
+
+def test_a_client_routes_by_itself_only_to_masters_it_can_reach():
+    masters = ["127.0.0.1:7001", "127.0.0.1:7002"]
+    assert _reachable("tcp://127.0.0.1:5555", masters)
+    assert _reachable("tcp://localhost:5555", masters)
+    assert _reachable("inproc://router", masters)
+    assert not _reachable("tcp://10.1.2.3:5555", masters)        # another machine's loopback
+    assert _reachable("tcp://10.1.2.3:5555", ["10.1.2.4:7001", "10.1.2.5:7002"])
+
+
+def test_a_client_of_a_router_routes_by_itself_by_default(cluster):
+    endpoint, _, router = cluster
+    before = dict(router.status()["requests"])
+    with Client(endpoint, timeout=4) as client:
+        client.set(b"default", b"direct")
+        assert client.get(b"default").value == b"direct"
+    after = router.status()["requests"]
+    assert [after.get(op, 0) - before.get(op, 0) for op in ("map", "set", "get")] == [1, 0, 0]

@@ -75,6 +75,11 @@ class RouterServer:
     def stop(self) -> None:
         self._stopping.set()
 
+    def partition_map(self) -> dict:
+        """What a client needs to route by itself: the masters in partition order, and how
+        long a master may take (past it, the router would answer 503)."""
+        return {"masters": list(self.masters), "node_timeout_s": self.node_timeout}
+
     def status(self) -> dict:
         """The router's view of its partitions (read from other threads; a snapshot)."""
         return {"partitions": [p.status() for p in list(self._partitions)],
@@ -154,7 +159,7 @@ class RouterServer:
         elif op == "stats":
             self._reply(front, route, encode_reply(request.request_id, self.status()))
         elif op == "map":
-            self._reply(front, route, encode_reply(request.request_id, list(self.masters)))
+            self._reply(front, route, encode_reply(request.request_id, self.partition_map()))
         elif OPS[op] in ("k", "ki"):  # get, del, set: the frame goes on as it came
             index = partition_for(request.args[0], len(self._partitions))
             self._forward(front, route, request.request_id, index, frame, None)

@@ -20,9 +20,13 @@ class Connection:
     """Not thread-safe: the Client above it serialises calls."""
 
     def __init__(self, endpoint: str, timeout: float,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None,
+                 connect_timeout: Optional[float] = None) -> None:
+        """`connect_timeout` bounds the wait for a connection before NotSent (default: the
+        attempt's whole time), for callers with somewhere else to send."""
         self.endpoint = endpoint
         self.timeout = timeout
+        self._connect_ms = None if connect_timeout is None else max(1, int(connect_timeout * 1000))
         self._context = context or zmq.Context.instance()
         self._timeout_ms = max(1, int(timeout * 1000))
         self._sock: Optional[zmq.Socket] = None
@@ -57,7 +61,10 @@ class Connection:
         try:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:  # no connection completed yet (IMMEDIATE): wait for one, within the deadline
-            if not sock.poll(self._remaining_ms(deadline), zmq.POLLOUT):
+            wait_ms = self._remaining_ms(deadline)
+            if self._connect_ms is not None:
+                wait_ms = min(wait_ms, self._connect_ms)
+            if not sock.poll(wait_ms, zmq.POLLOUT):
                 raise NotSent(self._message("could not connect")) from None
             sock.send(frame, zmq.NOBLOCK)
         while True:
