@@ -65,15 +65,19 @@ class NodeProcess:
     """A real `run_node.py` process on a free port, in its own process group."""
 
     def __init__(self, data_dir: Path, *args: str, port: int = 0, log_path: Path | None = None,
-                 command: list[str] | None = None, env: dict | None = None) -> None:
+                 command: list[str] | None = None, env: dict | None = None,
+                 role: tuple[str, ...] = ("master",)) -> None:
         """`command` replaces the flags this class would pass (port and data dir come from
-        the environment or .env then; give `port` so the class knows where to look)."""
+        the environment or .env then; give `port` so the class knows where to look). `role`
+        ends the command line: ("master",), or ("slave", "--master-host", ...)."""
         self.port = port or free_port()
         self.data_dir = data_dir
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path or data_dir.parent / f"node-{self.port}.log"
         if command is None:
-            command = ["-p", str(self.port), "--data-dir", str(data_dir), *args, "master"]
+            command = ["-p", str(self.port), "--pub-port", str(free_port()),
+                       "--data-dir", str(data_dir), *args, *role]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO_ROOT / "run_node.py"), *command],

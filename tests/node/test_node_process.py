@@ -86,7 +86,8 @@ def test_help_names_every_flags_environment_variable(tmp_path):
 
 def test_settings_come_from_flags_then_environment_then_dotenv(tmp_path, nodes):
     port = free_port()
-    (tmp_path / ".env").write_text(f"YADDB_PORT={port}\nYADDB_FSYNC=never\nYADDB_DATA_DIR=from-dotenv\n")
+    (tmp_path / ".env").write_text(f"YADDB_PORT={port}\nYADDB_FSYNC=never\nYADDB_DATA_DIR=from-dotenv\n"
+                                   f"YADDB_PUB_PORT={free_port()}\n")  # not PORT+1: it may be taken
     env = child_env(YADDB_FSYNC="interval")  # the environment beats .env
     node = NodeProcess(tmp_path / "from-dotenv", port=port, env=env,
                        command=["--max-value-bytes", "100", "master"])  # a flag beats both
@@ -99,6 +100,7 @@ def test_settings_come_from_flags_then_environment_then_dotenv(tmp_path, nodes):
     assert (tmp_path / "from-dotenv" / "MANIFEST").exists()
 
 
-def test_a_slave_without_replication_refuses_to_start(tmp_path):
-    result = _run_node(["-p", str(free_port()), "--data-dir", str(tmp_path / "d"), "slave"], tmp_path)
-    assert result.returncode == 2 and "replication" in result.stderr
+def test_a_slave_given_half_a_master_address_refuses_to_start(tmp_path):
+    result = _run_node(["-p", str(free_port()), "--data-dir", str(tmp_path / "d"), "slave",
+                        "--master-host", "127.0.0.1"], tmp_path)
+    assert result.returncode == 2 and "--master-port" in result.stderr

@@ -233,9 +233,10 @@ class Engine:
                    for key, value in ops]
         return self._commit(checked, sync) if checked else self._seq
 
-    def sync(self) -> None:
-        """Under fsync="always", return once every write so far is on stable storage."""
-        if self.fsync == "always":
+    def sync(self, force: bool = False) -> None:
+        """Under fsync="always", or with force under any policy, return once every write so
+        far is on stable storage."""
+        if force or self.fsync == "always":
             with self._write_lock:
                 self._writable()
             try:

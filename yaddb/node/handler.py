@@ -11,11 +11,13 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
-from yaddb.errors import BadMessage, BadRequest, NotMaster, YaddbError
+from yaddb.errors import BadMessage, BadRequest, NotMaster, Unavailable, YaddbError
 from yaddb.item import check_blob, check_key
 from yaddb.lsm import Engine
-from yaddb.transport.protocol import (Request, WRITES, decode_request, encode_error,
-                                      encode_reply)
+from yaddb.replication.master import ReplicationSource
+from yaddb.replication.slave import Replica
+from yaddb.transport.protocol import (REPLICATION_OPS, Request, WRITES, decode_request,
+                                      encode_error, encode_reply)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class _Round:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.applied: list[tuple[bytes, Optional[bytes]]] = []  # every write that reached the engine
+        self.first_seq = 0                                       # and the sequence of the first
         self.batch: list[tuple[bytes, Optional[bytes]]] = []
         # (reply index, request id, batch offset of its last entry, payload or None for its seq)
         self.waiting: list[tuple[int, int, int, Any]] = []
@@ -48,6 +52,9 @@ class _Round:
                 replies[index] = encode_error(request_id, exc)
         else:
             first = last - len(self.batch) + 1
+            if not self.applied:
+                self.first_seq = first
+            self.applied.extend(self.batch)  # one writer: the round's batches are consecutive
             for index, request_id, offset, payload in self.waiting:
                 replies[index] = encode_reply(request_id, first + offset if payload is None else payload)
         self.batch = []
@@ -55,11 +62,18 @@ class _Round:
 
 
 class NodeHandler:
-    def __init__(self, engine: Engine, role: str = "master",
-                 max_value_bytes: int = 4 << 20) -> None:
+    """A master's handler has a ReplicationSource (it records and publishes its writes); a
+    slave's has a Replica (it refuses writes, and reads until it has a whole copy)."""
+
+    def __init__(self, engine: Engine, role: str = "master", max_value_bytes: int = 4 << 20,
+                 source: Optional[ReplicationSource] = None,
+                 replica: Optional[Replica] = None) -> None:
         self.engine = engine
         self.role = role
         self.max_value_bytes = max_value_bytes
+        self.source = source
+        self.replica = replica
+        self.outbox: list[bytes] = []  # for the PUB socket: a round's writes, once durable
         self.counts: Counter = Counter()
         self.started = time.monotonic()
 
@@ -78,6 +92,8 @@ class NodeHandler:
             try:
                 if request.op in WRITES:
                     self._write(request, index, pending, replies)
+                elif request.op in REPLICATION_OPS:
+                    replies[index] = encode_reply(request.request_id, self._replication(request))
                 else:
                     pending.commit(replies)  # a read sees every write before it
                     replies[index] = encode_reply(request.request_id, self._read(request))
@@ -95,6 +111,8 @@ class NodeHandler:
             except YaddbError as exc:
                 # Nothing of this round may be acknowledged if its log did not reach the disk.
                 return [encode_error(request_id_of(frame), exc) for frame in frames]
+            if self.source is not None and pending.applied:
+                self.outbox.append(self.source.record(pending.first_seq, pending.applied))
         return replies
 
     def _write(self, request: Request, index: int, pending: _Round, replies: list) -> None:
@@ -119,8 +137,30 @@ class NodeHandler:
             else:
                 replies[index] = encode_reply(request_id, [])
 
+    def _replication(self, request: Request) -> Any:
+        op, args = request.op, request.args
+        if op == "follow":
+            if self.replica is None:
+                raise BadRequest("this node is a master; only a node started as `run_node.py "
+                                 "slave` can follow another")
+            master = args[0]
+            if not isinstance(master, str) or not _is_address(master):
+                raise BadRequest("follow takes the master's \"host:port\"")
+            self.replica.follow(master)
+            return "Subscribed"
+        if self.source is None:
+            raise NotMaster(f"{NOT_MASTER}: replicate from this node's master instead")
+        if op == "sync":
+            return self.source.sync(args)
+        if op == "chunk":
+            return self.source.chunk(args)
+        return self.source.heard_from(args)  # "replica"
+
     def _read(self, request: Request) -> Any:
         op, args = request.op, request.args
+        if self.replica is not None and not self.replica.ready and op in ("get", "mget"):
+            raise Unavailable("this slave is still catching up with its master; read from the "
+                              "master or another slave")
         if op == "get":  # the engine checks the key itself
             return self.engine.get(args[0])
         if op == "mget":
@@ -148,7 +188,17 @@ class NodeHandler:
             "disk_bytes": engine["disk_bytes"],
             "compactions": engine["compactions"],
             "flushes": engine["flushes"],
+            **({} if self.source is None else {
+                "history": self.source.history, "pub_port": self.source.pub_port,
+                "slaves": self.source.slaves(), "backlog_from": self.source.backlog.oldest_seq,
+                "snapshots_served": self.source.snapshots_served}),
+            **({} if self.replica is None else {"replication": self.replica.status()}),
         }
+
+
+def _is_address(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def request_id_of(frame: bytes) -> Optional[int]:

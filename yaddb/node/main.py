@@ -18,6 +18,10 @@ from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
 from yaddb.lsm.wal import FSYNC_POLICIES
 from yaddb.node.handler import NodeHandler
 from yaddb.node.server import NodeServer
+from yaddb.replication.backlog import DEFAULT_BACKLOG_BYTES
+from yaddb.replication.master import ReplicationSource
+from yaddb.replication.slave import Replica
+from yaddb.replication.state import ReplicationState, load_state, new_history, save_state
 
 log = logging.getLogger("yaddb.node")
 
@@ -40,20 +44,38 @@ def build_parser() -> argparse.ArgumentParser:
              help="largest value accepted")
     add_flag(parser, "--memtable-bytes", type=int, default=DEFAULT_MEMTABLE_BYTES,
              help="memtable size that triggers a flush to a segment")
+    add_flag(parser, "--pub-port", type=int,
+             help="a master's write-log port (ZeroMQ PUB) its slaves subscribe to; default PORT+1")
+    add_flag(parser, "--backlog-bytes", type=int, default=DEFAULT_BACKLOG_BYTES,
+             help="how much of its latest writes a master keeps for slaves that fell behind "
+                  "(beyond it they take a full snapshot)")
+    add_flag(parser, "--advertise-host", help="the address other processes reach this node at "
+             "(a slave tells its master); default HOST, or 127.0.0.1 when HOST is 0.0.0.0")
     roles = parser.add_subparsers(dest="role", required=True, metavar="{master,slave}")
     roles.add_parser("master", help="serve reads and writes for a partition")
-    slave = roles.add_parser("slave", help="replicate a master and serve reads")
+    slave = roles.add_parser("slave", help="replicate a master and serve reads; with no "
+                             "--master-host/--master-port it waits for POST /subscribe")
     add_flag(slave, "--master-host", help="the master to replicate")
     add_flag(slave, "--master-port", type=int, help="the master's request port")
     return parser
 
 
+def master_history(data_dir: str) -> str:
+    """This master's history id: kept while its data is, new when the data dir is new or was a
+    slave's (a promotion starts a new line of history)."""
+    state = load_state(data_dir)
+    if state.history is None or state.master is not None:
+        state = ReplicationState(new_history())
+        save_state(data_dir, state)
+    return state.history
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     load_environment()  # before the parser: its defaults come from the environment
     args = parse_command_line(build_parser(), argv)
-    if args.role == "slave":
-        log.error("slave nodes need replication, which this build does not have yet; "
-                  "start the node as master")
+    if args.role == "slave" and (args.master_host is None) != (args.master_port is None):
+        log.error("a slave needs both --master-host and --master-port, or neither (then it "
+                  "waits for POST /subscribe on the router)")
         return 2
     data_dir = args.data_dir or os.path.join("yaddb-data", f"node-{args.port}")
     try:
@@ -64,18 +86,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("cannot open %s: %s", data_dir, exc)
         return 1
     context = zmq.Context()
-    server = NodeServer(NodeHandler(engine, args.role, args.max_value_bytes),
-                        f"tcp://{args.host}:{args.port}", context)
+    pub_port = args.pub_port or args.port + 1
+    source = replica = None
+    if args.role == "master":
+        source = ReplicationSource(engine, master_history(data_dir), args.backlog_bytes, pub_port)
+    else:
+        advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
+        replica = Replica(engine, data_dir, f"{advertised}:{args.port}", context)
+    server = NodeServer(NodeHandler(engine, args.role, args.max_value_bytes, source, replica),
+                        f"tcp://{args.host}:{args.port}", context, f"tcp://{args.host}:{pub_port}")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())
     try:
-        log.info("%s node on tcp://%s:%d, data in %s, fsync=%s", args.role, args.host,
-                 args.port, data_dir, args.fsync)
+        log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s", args.role, args.host,
+                 args.port, f" (write log on :{pub_port})" if source else "", data_dir, args.fsync)
+        if replica is not None:
+            if args.master_host is not None:
+                replica.follow(f"{args.master_host}:{args.master_port}")
+            elif replica.master is not None:
+                replica.follow(replica.master)  # a restart resumes where it was
+            else:
+                log.info("waiting for POST /subscribe to give this slave a master")
         server.serve()
     except zmq.ZMQError as exc:
-        log.error("cannot serve on tcp://%s:%d: %s", args.host, args.port, exc)
+        log.error("cannot serve on tcp://%s:%d (or its write log on :%d): %s", args.host,
+                  args.port, pub_port, exc)
         return 1
     finally:
+        if replica is not None:
+            replica.stop()
         engine.close()
         context.term()
         log.info("node on port %d stopped", args.port)

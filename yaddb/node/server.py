@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Optional
 
 import zmq
 
 from yaddb.errors import Unavailable
 from yaddb.node.handler import NodeHandler, request_id_of
+from yaddb.replication.messages import HEARTBEAT_S
 from yaddb.transport.protocol import encode_error
-from yaddb.transport.sockets import server_socket
+from yaddb.transport.sockets import publisher_socket, server_socket
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,12 @@ class NodeServer:
     """Serve `handler` on a ROUTER bound to `endpoint` until `stop()`."""
 
     def __init__(self, handler: NodeHandler, endpoint: str,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None, pub_endpoint: Optional[str] = None) -> None:
+        """A master (handler.source set) also publishes its writes on a PUB at pub_endpoint."""
         self.handler = handler
         self.endpoint = endpoint
+        self.pub_endpoint = pub_endpoint
+        self._published_at = 0.0
         self._context = context or zmq.Context.instance()
         self._stopping = threading.Event()
         self.ready = threading.Event()   # set once the socket is bound
@@ -39,17 +44,39 @@ class NodeServer:
         # A blocking receive that gives up now and then to look at the stop flag: measured
         # cheaper per request than a poll followed by a non-blocking receive.
         sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        pub = None
         try:
+            if self.handler.source is not None:
+                pub = publisher_socket(self._context, self.pub_endpoint)
             self.ready.set()
             while not self._stopping.is_set():
                 try:
                     first = sock.recv_multipart()
                 except zmq.Again:
-                    continue
-                self._round(sock, first)
+                    first = None
+                if first is not None:
+                    self._round(sock, first)
+                if pub is not None:
+                    self._publish(pub)
             self._refuse_waiting(sock)
         finally:
             sock.close()
+            if pub is not None:
+                pub.close()
+
+    def _publish(self, pub: zmq.Socket) -> None:
+        """The round's durable writes; a heartbeat instead when nothing went out for a while."""
+        outbox = self.handler.outbox
+        now = time.monotonic()
+        if outbox:
+            for message in outbox:
+                pub.send(message, zmq.NOBLOCK)  # a PUB drops at its HWM, never blocks
+            outbox.clear()
+        elif now - self._published_at >= HEARTBEAT_S:
+            pub.send(self.handler.source.heartbeat(), zmq.NOBLOCK)
+        else:
+            return
+        self._published_at = now
 
     def _round(self, sock: zmq.Socket, message: list[bytes]) -> None:
         """Handle `message` and every other request already waiting, as one round.

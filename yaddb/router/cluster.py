@@ -1,7 +1,8 @@
 """The embedded default cluster: `run_router.py` with no --nodes starts its own nodes.
 
-Each partition's node keeps its data in DATA_DIR/partition-N from one run to the next, whatever
-port it gets. Nodes are separate processes (subprocess: fork and exec at once, so no ZeroMQ
+Each partition's master keeps its data in DATA_DIR/partition-N, and its slave in
+DATA_DIR/partition-N-slave-1, from one run to the next, whatever ports they get (a slave resumes
+from its master's history id, not its address). Nodes are separate processes (subprocess: fork and exec at once, so no ZeroMQ
 context is ever inherited), each in its own process group; a node that dies is logged and
 restarted on the same port and directory.
 """
@@ -33,11 +34,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ManagedNode:
-    def __init__(self, name: str, data_dir: str, port: int, extra_args: list[str]) -> None:
+    def __init__(self, name: str, data_dir: str, extra_args: list[str],
+                 role_args: list[str]) -> None:
         self.name = name
         self.data_dir = data_dir
-        self.port = port
+        self.port = free_port()
+        self.pub_port = free_port()
         self.extra_args = extra_args
+        self.role_args = role_args
         self.proc: Optional[subprocess.Popen] = None
         self.restarts = 0
 
@@ -51,8 +55,8 @@ class ManagedNode:
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith("YADDB_")}
             self.proc = subprocess.Popen(
-                [sys.executable, RUN_NODE, "-p", str(self.port), "--data-dir", self.data_dir,
-                 *self.extra_args, "master"],
+                [sys.executable, RUN_NODE, "-p", str(self.port), "--pub-port", str(self.pub_port),
+                 "--data-dir", self.data_dir, *self.extra_args, *self.role_args],
                 stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         finally:
             log_file.close()  # the child has its own copy
@@ -70,17 +74,27 @@ class ManagedNode:
 
 
 class EmbeddedCluster:
-    """`partitions` master nodes on free local ports, supervised."""
+    """`partitions` masters, each with `slaves` slaves, on free local ports, supervised."""
 
-    def __init__(self, data_dir: str, partitions: int = 2, node_args: Optional[list[str]] = None) -> None:
-        self.nodes = [ManagedNode(f"partition {i} master", os.path.join(data_dir, f"partition-{i}"),
-                                  free_port(), list(node_args or [])) for i in range(partitions)]
+    def __init__(self, data_dir: str, partitions: int = 2, node_args: Optional[list[str]] = None,
+                 slaves: int = 1) -> None:
+        args = list(node_args or [])
+        self.master_nodes = [ManagedNode(f"partition {i} master",
+                                         os.path.join(data_dir, f"partition-{i}"), args, ["master"])
+                             for i in range(partitions)]
+        self.nodes = list(self.master_nodes)
+        for i, master in enumerate(self.master_nodes):
+            self.nodes += [ManagedNode(f"partition {i} slave {j}",
+                                       os.path.join(data_dir, f"partition-{i}-slave-{j}"), args,
+                                       ["slave", "--master-host", "127.0.0.1",
+                                        "--master-port", str(master.port)])
+                           for j in range(1, slaves + 1)]
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="yaddb-supervisor", daemon=True)
 
     @property
     def masters(self) -> list[str]:
-        return [node.address for node in self.nodes]
+        return [node.address for node in self.master_nodes]
 
     def start(self) -> None:
         for node in self.nodes:

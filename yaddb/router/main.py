@@ -20,11 +20,14 @@ from yaddb.item import DEFAULT_MAX_VALUE_BYTES
 from yaddb.lsm.files import DirLock
 from yaddb.router.cluster import EmbeddedCluster
 from yaddb.router.partition import parse_address
+from yaddb.router.links import READ_PREFERENCES
 from yaddb.router.server import RouterServer
+from yaddb.router.subscribe import subscribe
 
 log = logging.getLogger("yaddb.router")
 
 EMBEDDED_PARTITIONS = 2
+EMBEDDED_SLAVES = 1
 INPROC_FRONT = "inproc://yaddb-router"
 
 
@@ -44,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
              help="seconds a master may take to answer before the client gets 503/Unavailable")
     add_flag(parser, "--max-value-bytes", type=int, default=DEFAULT_MAX_VALUE_BYTES,
              help="largest value accepted")
+    add_flag(parser, "--read-preference", default="any", choices=READ_PREFERENCES,
+             help="where reads through the router go: any (the master and its ready slaves in "
+                  "turn; a slave may be a little behind) or master (slaves only when the "
+                  "master is down)")
+    add_flag(parser, "--slaves", type=int, default=EMBEDDED_SLAVES,
+             help="slaves per master in the embedded cluster (no --nodes)")
     add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -66,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             lock = DirLock(args.data_dir)  # two routers on one --data-dir: a clear error
             # Children first, then this process's ZeroMQ context (never fork one).
             cluster = EmbeddedCluster(args.data_dir, EMBEDDED_PARTITIONS,
-                                      ["--max-value-bytes", str(args.max_value_bytes)])
+                                      ["--max-value-bytes", str(args.max_value_bytes)], args.slaves)
             cluster.start()
             cluster.wait_ready()
             masters = cluster.masters
@@ -84,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) -> int:
     context = zmq.Context()
     router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
-                          args.node_timeout, args.max_value_bytes)
+                          args.node_timeout, args.max_value_bytes, args.read_preference)
     thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
     thread.start()
     edge = None
@@ -102,7 +111,9 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) 
         app = make_app(lambda: Client(INPROC_FRONT, timeout=client_timeout, context=context,
                                       max_value_bytes=args.max_value_bytes, read_retries=0,
                                       direct=True),
-                       router.status, args.max_value_bytes)
+                       router.status, args.max_value_bytes,
+                       subscriber=lambda ip, port, master: subscribe(
+                           router, context, ip, port, master, client_timeout))
         try:
             edge = EdgeServer(app, host=args.host, port=args.port).start()
         except OSError as exc:

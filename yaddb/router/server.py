@@ -7,6 +7,10 @@ Multi-key requests are split by partition and gathered. A request whose master i
 connected, or does not answer within the node timeout, gets an Unavailable error: the router
 never leaves a client waiting, and a master that comes back is used again at once (ZeroMQ
 reconnects by itself).
+
+Reads (get, mget) go to the master, or with read preference "any" to the master and its live,
+ready slaves in turn; when the master is down, to its slaves. The router learns each master's
+slaves from the master's stats (polled every STATUS_EVERY_S) and then polls them too.
 """
 from __future__ import annotations
 
@@ -18,11 +22,12 @@ from typing import Optional
 
 import zmq
 
-from yaddb.errors import BadMessage, Unavailable, YaddbError
+from yaddb.errors import BadMessage, BadRequest, Unavailable, YaddbError
 from yaddb.router.gather import Gather, split
+from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
 from yaddb.router.partition import partition_for
-from yaddb.transport.protocol import (OPS, decode_reply, decode_request, encode_error,
-                                      encode_reply, encode_request)
+from yaddb.transport.protocol import (OPS, REPLICATION_OPS, decode_reply, decode_request,
+                                      encode_error, encode_reply, encode_request)
 from yaddb.transport.sockets import client_socket, server_socket
 
 log = logging.getLogger(__name__)
@@ -31,28 +36,16 @@ INTERNAL = [b""]          # route of the router's own requests: no ROUTER peer i
 TICK_S = 0.05             # how often expired requests are answered
 STATUS_EVERY_S = 1.0      # how often each master is asked for its stats (liveness, keys)
 MAX_DRAIN = 512           # messages taken from one socket before looking at the others
-
-
-class _Partition:
-    def __init__(self, index: int, address: str, sock: zmq.Socket) -> None:
-        self.index = index
-        self.address = address
-        self.sock = sock
-        self.alive = False
-        self.last_reply = 0.0
-        self.stats: Optional[dict] = None
-
-    def status(self) -> dict:
-        stats = self.stats or {}
-        return {"index": self.index, "master": self.address, "alive": self.alive,
-                "role": stats.get("role"), "keys": stats.get("keys_estimate"),
-                "sequence": stats.get("sequence"), "slaves": stats.get("slaves", []),
-                "last_reply_s_ago": round(time.monotonic() - self.last_reply, 3) if self.last_reply else None}
+READS = frozenset({"get", "mget"})
 
 
 class RouterServer:
     def __init__(self, masters: list[str], front_endpoints: list[str], context: zmq.Context,
-                 node_timeout: float = 1.0, max_value_bytes: int = 4 << 20) -> None:
+                 node_timeout: float = 1.0, max_value_bytes: int = 4 << 20,
+                 read_preference: str = "any") -> None:
+        if read_preference not in READ_PREFERENCES:
+            raise ValueError(f"read preference must be one of {READ_PREFERENCES}")
+        self.read_preference = read_preference
         if not masters:
             raise ValueError("a router needs at least one partition master")
         self.masters = masters
@@ -62,10 +55,12 @@ class RouterServer:
         self.max_value_bytes = max_value_bytes
         self.ready = threading.Event()
         self._stopping = threading.Event()
-        self._partitions: list[_Partition] = []
-        # (route id, request id) -> (deadline, partition index, gather or None); insertion
-        # order is deadline order, since every request gets the same timeout.
-        self._pending: dict[tuple[bytes, int], tuple[float, int, Optional[tuple[Gather, list[int]]]]] = {}
+        self._partitions: list[Partition] = []
+        self._links: dict[zmq.Socket, NodeLink] = {}
+        self._poller = zmq.Poller()
+        # (route id, request id) -> (deadline, node link, gather or None); insertion order is
+        # deadline order, since every request gets the same timeout.
+        self._pending: dict[tuple[bytes, int], tuple[float, NodeLink, Optional[tuple[Gather, list[int]]]]] = {}
         self._ids = itertools.count(1)
         self.counts: dict[str, int] = {}
         self.started = time.monotonic()
@@ -84,6 +79,7 @@ class RouterServer:
         """The router's view of its partitions (read from other threads; a snapshot)."""
         return {"partitions": [p.status() for p in list(self._partitions)],
                 "requests": dict(self.counts), "node_timeout_s": self.node_timeout,
+                "read_preference": self.read_preference,
                 "uptime_s": round(time.monotonic() - self.started, 3)}
 
     # ---- the loop ------------------------------------------------------------------------
@@ -92,13 +88,10 @@ class RouterServer:
         front = server_socket(self.context, self.front_endpoints[0], self.max_value_bytes)
         for endpoint in self.front_endpoints[1:]:
             front.bind(endpoint)
-        poller = zmq.Poller()
+        poller = self._poller
         poller.register(front, zmq.POLLIN)
         for index, address in enumerate(self.masters):
-            sock = client_socket(self.context, f"tcp://{address}")
-            self._partitions.append(_Partition(index, address, sock))
-            poller.register(sock, zmq.POLLIN)
-        socks = {p.sock: p for p in self._partitions}
+            self._partitions.append(Partition(index, self._connect(index, address, "master")))
         next_status = 0.0
         try:
             self._await_connections()
@@ -108,8 +101,8 @@ class RouterServer:
                     if sock is front:
                         self._drain(front, lambda message: self._from_client(front, message))
                     else:
-                        partition = socks[sock]
-                        self._drain(sock, lambda message: self._from_node(front, partition, message))
+                        link = self._links[sock]
+                        self._drain(sock, lambda message: self._from_node(front, link, message))
                 now = time.monotonic()
                 self._expire(front, now)
                 if now >= next_status:
@@ -117,8 +110,14 @@ class RouterServer:
                     next_status = now + STATUS_EVERY_S
         finally:
             front.close()
-            for partition in self._partitions:
-                partition.sock.close()
+            for sock in self._links:
+                sock.close()
+
+    def _connect(self, index: int, address: str, role: str) -> NodeLink:
+        sock = client_socket(self.context, f"tcp://{address}")
+        link = self._links[sock] = NodeLink(index, address, role, sock)
+        self._poller.register(sock, zmq.POLLIN)
+        return link
 
     def _await_connections(self) -> None:
         """Give every master up to the node timeout to connect, so the first requests after a
@@ -126,11 +125,10 @@ class RouterServer:
         deadline = time.monotonic() + self.node_timeout
         for partition in self._partitions:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            if partition.sock.poll(remaining, zmq.POLLOUT):
-                partition.alive = True
+            if partition.master.sock.poll(remaining, zmq.POLLOUT):
+                partition.master.alive = True
             else:
-                log.warning("partition %d master %s is not reachable yet", partition.index,
-                            partition.address)
+                log.warning("%s is not reachable yet", partition.master.name)
 
     def _drain(self, sock: zmq.Socket, handle) -> None:
         for _ in range(MAX_DRAIN):
@@ -160,9 +158,12 @@ class RouterServer:
             self._reply(front, route, encode_reply(request.request_id, self.status()))
         elif op == "map":
             self._reply(front, route, encode_reply(request.request_id, self.partition_map()))
+        elif op in REPLICATION_OPS:
+            self._reply(front, route, encode_error(request.request_id, BadRequest(
+                f"{op} is for nodes; send it to a node, not to the router")))
         elif OPS[op] in ("k", "ki"):  # get, del, set: the frame goes on as it came
             index = partition_for(request.args[0], len(self._partitions))
-            self._forward(front, route, request.request_id, index, frame, None)
+            self._forward(front, route, request.request_id, index, op, frame, None)
         else:
             self._scatter(front, route, request.request_id, op, request.args[0])
 
@@ -175,36 +176,43 @@ class RouterServer:
         gather = Gather(route, request_id, op, len(entries), len(parts))
         for index, (positions, subset) in parts.items():
             sub_id = next(self._ids)
-            self._forward(front, INTERNAL, sub_id, index, encode_request(sub_id, op, [subset]),
+            self._forward(front, INTERNAL, sub_id, index, op, encode_request(sub_id, op, [subset]),
                           (gather, positions))
             if gather.done:
                 return
 
     def _forward(self, front: zmq.Socket, route: list[bytes], request_id: int, index: int,
-                 frame: bytes, part: Optional[tuple[Gather, list[int]]]) -> None:
+                 op: str, frame: bytes, part: Optional[tuple[Gather, list[int]]]) -> None:
         partition = self._partitions[index]
+        link = partition.reader(self.read_preference) if op in READS else partition.master
         try:
-            _send(partition.sock, route, frame)
+            _send(link.sock, route, frame)
         except zmq.Again:  # not connected (IMMEDIATE): say so now rather than after a timeout
-            partition.alive = False
-            self._unavailable(front, route, request_id, part,
-                              f"partition {index} master {partition.address} is not reachable")
+            link.alive = False
+            self._unavailable(front, route, request_id, part, f"{link.name} is not reachable"
+                              + self._what_still_works(partition, op))
             return
-        self._pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout, index, part)
+        self._pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout, link, part)
 
-    def _from_node(self, front: zmq.Socket, partition: _Partition, message: list[bytes]) -> None:
+    @staticmethod
+    def _what_still_works(partition: Partition, op: str) -> str:
+        if op in READS or not any(link.serves_reads for link in partition.slaves.values()):
+            return ""
+        return "; its slaves still serve reads, writes wait for the master to come back"
+
+    def _from_node(self, front: zmq.Socket, link: NodeLink, message: list[bytes]) -> None:
         route, frame = message[:-1], message[-1]
-        partition.alive = True
-        partition.last_reply = time.monotonic()
+        link.alive = True
+        link.last_reply = time.monotonic()
         try:
             reply = decode_reply(frame)
         except BadMessage:
-            log.warning("partition %d master sent an undecodable reply", partition.index)
+            log.warning("%s sent an undecodable reply", link.name)
             return
         entry = self._pending.pop((route[0], reply.request_id), None) if route else None
         if entry is None:
             if route == INTERNAL and reply.status == 0 and isinstance(reply.payload, dict):
-                partition.stats = reply.payload  # a status answer
+                self._status_from(link, reply.payload)
             return  # else a reply that came after its request was answered as timed out
         part = entry[2]
         if part is None:
@@ -218,16 +226,14 @@ class RouterServer:
     def _expire(self, front: zmq.Socket, now: float) -> None:
         while self._pending:
             key = next(iter(self._pending))
-            deadline, index, part = self._pending[key]
+            deadline, link, part = self._pending[key]
             if deadline > now:
                 return
             del self._pending[key]
-            partition = self._partitions[index]
-            partition.alive = False
+            link.alive = False
             route = INTERNAL if part is not None else [key[0]]
             self._unavailable(front, route, key[1], part,
-                              f"partition {index} master {partition.address} did not answer "
-                              f"within {self.node_timeout:g} s")
+                              f"{link.name} did not answer within {self.node_timeout:g} s")
 
     def _unavailable(self, front: zmq.Socket, route: list[bytes], request_id: int,
                      part: Optional[tuple[Gather, list[int]]], what: str) -> None:
@@ -240,15 +246,23 @@ class RouterServer:
             if answer is not None:
                 self._reply(front, part[0].route, answer)
 
+    def _status_from(self, link: NodeLink, stats: dict) -> None:
+        link.stats = stats
+        if link.role == "master" and isinstance(stats.get("slaves"), list):
+            partition = self._partitions[link.partition]
+            for slave in partition.learn_slaves(stats["slaves"],
+                                                lambda address: self._connect(link.partition, address, "slave")):
+                log.info("%s learned from its master", slave.name)
+
     def _ask_status(self, now: float) -> None:
-        for partition in self._partitions:
-            if partition.last_reply and now - partition.last_reply > self.node_timeout + STATUS_EVERY_S:
-                partition.alive = False
+        for link in list(self._links.values()):
+            if link.last_reply and now - link.last_reply > self.node_timeout + STATUS_EVERY_S:
+                link.alive = False
             request_id = next(self._ids)
             try:  # not in _pending: a missing answer only ages last_reply
-                _send(partition.sock, INTERNAL, encode_request(request_id, "stats", []))
+                _send(link.sock, INTERNAL, encode_request(request_id, "stats", []))
             except zmq.Again:
-                partition.alive = False
+                link.alive = False
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

@@ -17,8 +17,16 @@ Requests and their ok payloads (keys are bytes, items are the blobs of yaddb.ite
     mset   [[[key, item], ...]]       -> the last write's sequence number
     mdel   [[key, ...]]               -> [existed, ...]
     stats  []                         -> a map of figures
-    map    []                         -> ["host:port" of each partition's master, in order]
-                                         (routers only: clients that route by themselves)
+    map    []                         -> {"masters": ["host:port" of each partition's master],
+                                          "node_timeout_s": seconds} (routers only: for
+                                         clients that route by themselves)
+
+Replication, between nodes (yaddb.replication.master says what each answers):
+
+    sync    [history, applied, max_bytes]        a slave catching up: log or snapshot
+    chunk   [cursor]                             the next part of a snapshot
+    replica [address, history, applied, ready]   a slave's heartbeat to its master
+    follow  ["host:port"]                        make this slave replicate that master
 
 Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
 when one could be read, so the error reply still matches) and nothing else.
@@ -49,10 +57,13 @@ ERROR_CODES: dict[int, type[YaddbError]] = {
 }
 CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 
-# op -> how many args, and whether each is a key (k), an item (i), a key list (K) or pairs (P)
+# op -> how many args, and whether each is a key (k), an item (i), a key list (K), pairs (P)
+# or anything (a: the op's handler checks it)
 OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
-                       "mset": "P", "mdel": "K", "stats": "", "map": ""}
+                       "mset": "P", "mdel": "K", "stats": "", "map": "",
+                       "sync": "aaa", "chunk": "a", "replica": "aaaa", "follow": "a"}
 WRITES = frozenset({"set", "del", "mset", "mdel"})
+REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow"})
 
 
 class Request(NamedTuple):

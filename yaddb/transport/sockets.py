@@ -57,3 +57,28 @@ def client_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     sock.setsockopt(zmq.CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     sock.connect(endpoint)
     return sock
+
+
+PUB_HWM = 100_000          # updates queued per slave; past it the PUB drops and slaves catch up
+
+
+def publisher_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A bound PUB for a master's write log. A slow slave's queue overflows into drops (never
+    a blocked master); slaves see the gap in sequence numbers and catch up."""
+    sock = ctx.socket(zmq.PUB)
+    _common(sock)
+    sock.setsockopt(zmq.SNDHWM, PUB_HWM)
+    sock.bind(endpoint)
+    return sock
+
+
+def subscriber_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A SUB to a master's write log, subscribed to everything it publishes."""
+    sock = ctx.socket(zmq.SUB)
+    _common(sock)
+    sock.setsockopt(zmq.RCVHWM, PUB_HWM)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    return sock

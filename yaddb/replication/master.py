@@ -1,0 +1,128 @@
+"""The master's side of replication, pure of sockets: what it publishes, the retained backlog,
+snapshots streamed in chunks, and the slaves it knows.
+
+Slaves ask over the master's request socket (ops of yaddb.transport.protocol):
+
+    sync    [history or nil, applied, max_bytes] -> {"mode": "log", "batches": [[first, entries]..],
+                                                     "more": bool, ...}
+                                                 or {"mode": "snapshot", "cursor": id, "items":
+                                                     [[key, item]..], "done": bool, "seq": S, ...}
+    chunk   [cursor]                             -> {"items": [...], "done": bool}
+    replica [address, history, applied, ready]   -> {"seq", "history", "pub_port"} of the master
+
+Every sync answer carries "history" and "seq". A slave gets the log after `applied` when its
+history is the master's and the backlog still holds it; otherwise a snapshot, consistent as of
+"seq" (the engine's point-in-time view; writes go on meanwhile), in key order. `replica` is the
+slave's heartbeat: how far it got, so the master can report each slave's lag.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Iterator, Optional
+
+from yaddb.errors import BadRequest
+from yaddb.lsm import Engine
+from yaddb.replication.backlog import Backlog
+from yaddb.replication.messages import Entry, encode_heartbeat, encode_log
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+CURSOR_IDLE_S = 60.0      # a snapshot nobody asked on for this long is dropped
+SLAVE_ALIVE_S = 3.0       # a slave heard from within this is alive
+SLAVE_FORGET_S = 300.0    # and one silent this long is no longer listed
+
+
+class ReplicationSource:
+    def __init__(self, engine: Engine, history: str, backlog_bytes: int, pub_port: int) -> None:
+        self.engine = engine
+        self.history = history
+        self.pub_port = pub_port
+        self.backlog = Backlog(backlog_bytes)
+        self._cursors: dict[int, tuple[Iterator[tuple[bytes, bytes]], float]] = {}
+        self._next_cursor = itertools.count(1)
+        self._slaves: dict[str, dict] = {}
+        self.snapshots_served = 0
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def record(self, first_seq: int, entries: list[Entry]) -> bytes:
+        """Keep durable writes in the backlog; returns their message for the PUB socket."""
+        self.backlog.append(first_seq, entries)
+        return encode_log(self.history, first_seq, entries)
+
+    def heartbeat(self) -> bytes:
+        return encode_heartbeat(self.history, self.engine.sequence)
+
+    # -- requests from slaves ------------------------------------------------------------------
+
+    def sync(self, args: list) -> dict:
+        history, applied, max_bytes = args
+        if not (history is None or isinstance(history, str)) or type(applied) is not int \
+                or type(max_bytes) is not int or applied < 0 or max_bytes < 1:
+            raise BadRequest("sync takes [history or nil, applied >= 0, max_bytes >= 1]")
+        seq = self.engine.sequence
+        answer = {"history": self.history, "seq": seq, "pub_port": self.pub_port}
+        if history == self.history and applied <= seq:
+            batches = [] if applied == seq else self.backlog.since(applied, max_bytes)
+            if batches is not None:
+                more = bool(batches) and batches[-1][0] + len(batches[-1][1]) - 1 < seq
+                return {**answer, "mode": "log", "batches": batches, "more": more}
+        return {**answer, **self._start_snapshot(max_bytes)}
+
+    def _start_snapshot(self, max_bytes: int) -> dict:
+        self._drop_idle_cursors()
+        snapshot = self.engine.snapshot()
+        cursor = next(self._next_cursor)
+        self._cursors[cursor] = (snapshot.items(), time.monotonic())
+        self.snapshots_served += 1
+        log.info("streaming a snapshot as of sequence %d to a slave", snapshot.seq)
+        return {"mode": "snapshot", "seq": snapshot.seq, "cursor": cursor,
+                **self.chunk([cursor], max_bytes)}
+
+    def chunk(self, args: list, max_bytes: int = CHUNK_BYTES) -> dict:
+        cursor = args[0]
+        try:
+            items, _ = self._cursors[cursor]
+        except (KeyError, TypeError):
+            raise BadRequest(f"no snapshot {cursor!r} in progress (expired after "
+                             f"{CURSOR_IDLE_S:g} s idle?); start again with sync") from None
+        out: list[list[bytes]] = []
+        size = 0
+        for key, value in items:
+            out.append([key, value])
+            size += len(key) + len(value)
+            if size >= max_bytes:
+                self._cursors[cursor] = (items, time.monotonic())
+                return {"items": out, "done": False}
+        del self._cursors[cursor]
+        return {"items": out, "done": True}
+
+    def _drop_idle_cursors(self) -> None:
+        now = time.monotonic()
+        for cursor, (_, touched) in list(self._cursors.items()):
+            if now - touched > CURSOR_IDLE_S:
+                del self._cursors[cursor]
+
+    def heard_from(self, args: list) -> dict:
+        address, history, applied, ready = args
+        if not isinstance(address, str) or type(applied) is not int:
+            raise BadRequest("replica takes [address, history, applied, ready]")
+        self._slaves[address] = {"applied": applied, "ready": bool(ready) and history == self.history,
+                                 "seen": time.monotonic()}
+        return {"seq": self.engine.sequence, "history": self.history, "pub_port": self.pub_port}
+
+    def slaves(self) -> list[dict]:
+        """Each slave heard from lately: its address, position, lag and liveness."""
+        now = time.monotonic()
+        seq = self.engine.sequence
+        for address, slave in list(self._slaves.items()):
+            if now - slave["seen"] > SLAVE_FORGET_S:
+                del self._slaves[address]
+        return [{"address": address, "applied": slave["applied"],
+                 "lag": max(0, seq - slave["applied"]), "ready": slave["ready"],
+                 "alive": now - slave["seen"] <= SLAVE_ALIVE_S,
+                 "last_seen_s_ago": round(now - slave["seen"], 3)}
+                for address, slave in sorted(self._slaves.items())]

@@ -1,0 +1,224 @@
+"""The slave's side of replication: a thread that keeps the node's engine a copy of its master's.
+
+Each session follows the zguide's Clone pattern: subscribe to the master's PUB socket first and
+wait for a message on it (so no update published from then on can be missed: the slow-joiner
+gap), then catch up over request-reply (the writes after what this slave holds, from the
+master's backlog, or a full snapshot in chunks), then apply the queued and new updates in
+sequence order, skipping what it already has. A sequence gap (a dropped update, or a heartbeat
+ahead of what arrived) means catching up again from the last applied write; a master silent
+for SILENCE_S, or one whose history changed, ends the session and a new one starts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional
+
+import zmq
+
+from yaddb.errors import BadMessage, Unavailable, YaddbError
+from yaddb.lsm import Engine
+from yaddb.replication.messages import HEARTBEAT_S, Published, check_entries, decode_published
+from yaddb.replication.state import ReplicationState, load_state, save_state
+from yaddb.transport.client_conn import Connection
+from yaddb.transport.sockets import subscriber_socket
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 5.0
+CATCH_UP_BYTES = 4 << 20    # per sync answer
+SILENCE_S = 8 * HEARTBEAT_S  # no message for this long: the master is gone
+REPORT_EVERY_S = 0.5        # the slave's heartbeat to its master, and how often its position is saved
+DRAIN_MAX = 256             # updates applied between looks at the clock
+
+
+class SessionOver(Exception):
+    """This session cannot go on (master gone or changed); a new one starts after a pause."""
+
+
+class Replica:
+    """Keeps `engine` a copy of one master's data, from a thread of its own."""
+
+    def __init__(self, engine: Engine, data_dir: str, address: str,
+                 context: Optional[zmq.Context] = None) -> None:
+        self.engine = engine
+        self.data_dir = data_dir
+        self.address = address      # "host:port" this node serves on: how its master lists it
+        self._context = context or zmq.Context.instance()
+        self.state = load_state(data_dir)
+        # Reads are served once the data is a whole copy as of some point (stale at worst),
+        # never during a first or full sync.
+        self.ready = self.state.history is not None and self.state.master is not None
+        self.master_seq = 0
+        self.counts = {"full_syncs": 0, "catch_ups": 0, "gaps": 0, "sessions": 0}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def master(self) -> Optional[str]:
+        return self.state.master
+
+    def follow(self, master: str) -> None:
+        """Replicate `master` ("host:port") from now on; returns once the thread has started."""
+        self.stop()
+        if master != self.state.master:
+            # The history id, not the address, says whether the data can resume: the same
+            # master on a new port continues; another master's data means a full snapshot.
+            self.state.master = master
+            self.ready = False
+            save_state(self.data_dir, self.state)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="yaddb-replica", daemon=True)
+        self._thread.start()
+        log.info("replicating %s", master)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def status(self) -> dict:
+        return {"master": self.state.master, "history": self.state.history,
+                "applied": self.state.applied, "master_seq": self.master_seq,
+                "lag": max(0, self.master_seq - self.state.applied), "ready": self.ready,
+                **self.counts}
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                self._session()
+                pause = 0.1
+            except (SessionOver, YaddbError, zmq.ZMQError) as exc:
+                log.warning("replication of %s interrupted: %s; retrying in %.1f s",
+                            self.state.master, exc, pause)
+            except Exception:  # a bug must not end replication for good
+                log.exception("replication of %s failed", self.state.master)
+            self._stop.wait(pause)
+            pause = min(pause * 2, 2.0)
+
+    def _session(self) -> None:
+        self.counts["sessions"] += 1
+        master = self.state.master
+        conn = Connection(f"tcp://{master}", REQUEST_TIMEOUT_S, self._context)
+        sub = None
+        try:
+            info = conn.call("replica", [self.address, self.state.history, self.state.applied,
+                                         self.ready])
+            host = master.rpartition(":")[0]
+            sub = subscriber_socket(self._context, f"tcp://{host}:{info['pub_port']}")
+            # Subscribed once anything arrives: the master publishes at least a heartbeat
+            # every HEARTBEAT_S. What queues from here on is applied after the catch-up.
+            if not sub.poll(int(SILENCE_S * 1000)):
+                raise SessionOver(f"nothing published by {master} within {SILENCE_S:g} s")
+            self._catch_up(conn)
+            self._stream(conn, sub)
+        finally:
+            if sub is not None:
+                sub.close()
+            conn.close()
+
+    def _stream(self, conn: Connection, sub: zmq.Socket) -> None:
+        heard = reported = time.monotonic()
+        while not self._stop.is_set():
+            if sub.poll(int(HEARTBEAT_S * 1000)):
+                for _ in range(DRAIN_MAX):
+                    try:
+                        frame = sub.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._apply_published(conn, frame)
+                heard = time.monotonic()
+            now = time.monotonic()
+            if now - heard > SILENCE_S:
+                raise SessionOver(f"nothing from {self.state.master} for {SILENCE_S:g} s")
+            if now - reported >= REPORT_EVERY_S:
+                self._report(conn)
+                reported = now
+
+    def _apply_published(self, conn: Connection, frame: bytes) -> None:
+        try:
+            message = decode_published(frame)
+        except BadMessage as exc:
+            log.warning("ignoring a published message: %s", exc)
+            return
+        if message.history != self.state.history:
+            raise SessionOver("the master's history changed (its data was replaced)")
+        self.master_seq = max(self.master_seq, message.last_seq)
+        if message.last_seq <= self.state.applied:
+            return
+        if message.first_seq > self.state.applied + 1:
+            self.counts["gaps"] += 1
+            log.info("missed writes %d..%d; catching up", self.state.applied + 1,
+                     message.first_seq - 1)
+            self._catch_up(conn)
+            if message.last_seq <= self.state.applied or not message.entries:
+                return
+        self._apply(message.first_seq, message.entries)
+
+    def _apply(self, first_seq: int, entries: list) -> None:
+        """Apply the writes first_seq.. that this slave does not have yet."""
+        entries = entries[max(0, self.state.applied + 1 - first_seq):]
+        if entries:
+            self.engine.write_batch([(key, value) for key, value in entries], sync=False)
+            self.state.applied = first_seq + len(entries) - 1 if first_seq > self.state.applied \
+                else self.state.applied + len(entries)
+
+    def _catch_up(self, conn: Connection) -> None:
+        self.counts["catch_ups"] += 1
+        while True:
+            answer = conn.call("sync", [self.state.history, self.state.applied, CATCH_UP_BYTES])
+            self.master_seq = max(self.master_seq, answer["seq"])
+            if answer["mode"] == "snapshot":
+                self._load_snapshot(conn, answer)
+                continue  # then the writes after the snapshot
+            for first, entries in answer["batches"]:
+                if not check_entries(entries):
+                    raise SessionOver("the master sent malformed log entries")
+                self._apply(first, entries)
+            if not answer["more"]:
+                break
+        self._save_position()
+        self.ready = True
+
+    def _load_snapshot(self, conn: Connection, answer: dict) -> None:
+        """Make the data exactly the snapshot's: its items, and tombstones for every key of
+        ours it lacks (walking both in key order, one chunk's key range at a time)."""
+        log.info("full sync from %s as of sequence %d", self.state.master, answer["seq"])
+        self.counts["full_syncs"] += 1
+        self.ready = False
+        self.state = ReplicationState(None, 0, self.state.master)  # a crash now: start over
+        save_state(self.data_dir, self.state)
+        after: Optional[bytes] = None  # the last key of the previous chunk
+        chunk = answer
+        while True:
+            items = chunk["items"]
+            if not check_entries(items) or any(value is None for _, value in items):
+                raise SessionOver("the master sent a malformed snapshot chunk")
+            upto = None if chunk["done"] else items[-1][0]
+            incoming = {key for key, _ in items}
+            stale = [(key, None) for key, _ in self.engine.items(
+                        None if after is None else after + b"\0",
+                        None if upto is None else upto + b"\0") if key not in incoming]
+            self.engine.write_batch([(key, value) for key, value in items] + stale, sync=False)
+            if chunk["done"]:
+                break
+            after = upto
+            chunk = conn.call("chunk", [answer["cursor"]])
+        self.state = ReplicationState(answer["history"], answer["seq"], self.state.master)
+        self._save_position()
+
+    def _save_position(self) -> None:
+        self.engine.sync(force=True)  # the file must never claim more than the disk holds
+        save_state(self.data_dir, self.state)
+
+    def _report(self, conn: Connection) -> None:
+        """The slave's heartbeat to its master (which lists it, with its lag); saves the position."""
+        self._save_position()
+        answer = conn.call("replica", [self.address, self.state.history, self.state.applied,
+                                       self.ready])
+        self.master_seq = max(self.master_seq, answer["seq"])

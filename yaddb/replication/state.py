@@ -1,0 +1,62 @@
+"""A node's replication state, kept in its data dir (REPLICATION) beside the engine's files.
+
+A master keeps its history id there; a slave keeps its master, the master's history id and the
+last master sequence number its data holds, so a restart resumes from there instead of a full
+snapshot. A slave saves `applied` only after its engine's log is synced, so the file never
+claims more than the disk holds; applying again from an older position is harmless (writes are
+absolute), so the file may lag the data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from yaddb.errors import CorruptionError
+from yaddb.lsm.files import write_atomically
+
+STATE_FILE = "REPLICATION"
+
+
+@dataclass
+class ReplicationState:
+    history: Optional[str] = None   # a master: its own; a slave: its master's, once in sync
+    applied: int = 0                # a slave: the last master sequence number its data holds
+    master: Optional[str] = None    # a slave: "host:port" of its master
+
+
+def new_history() -> str:
+    return secrets.token_hex(8)
+
+
+def encode_state(state: ReplicationState) -> bytes:
+    return json.dumps(asdict(state), sort_keys=True).encode()
+
+
+def decode_state(data: bytes, path: str = STATE_FILE) -> ReplicationState:
+    try:
+        fields = json.loads(data)
+        state = ReplicationState(fields["history"], fields["applied"], fields["master"])
+    except (ValueError, KeyError, TypeError):
+        raise CorruptionError(path, None, "not a replication state file (removing it makes a "
+                              "slave take a full snapshot)") from None
+    if not (state.history is None or isinstance(state.history, str)) \
+            or type(state.applied) is not int or state.applied < 0 \
+            or not (state.master is None or isinstance(state.master, str)):
+        raise CorruptionError(path, None, "wrong types in the replication state")
+    return state
+
+
+def load_state(directory: str) -> ReplicationState:
+    path = os.path.join(directory, STATE_FILE)
+    try:
+        with open(path, "rb") as file:
+            return decode_state(file.read(), path)
+    except FileNotFoundError:
+        return ReplicationState()
+
+
+def save_state(directory: str, state: ReplicationState) -> None:
+    write_atomically(os.path.join(directory, STATE_FILE), encode_state(state))

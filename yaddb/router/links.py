@@ -1,0 +1,85 @@
+"""The router's view of one partition: a link to its master and one to each slave it learned
+of, each with what the router last heard; and which of them a read goes to."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import zmq
+
+READ_PREFERENCES = ("master", "any")
+
+
+class NodeLink:
+    """One DEALER to one node, and what the router knows of that node."""
+
+    def __init__(self, partition: int, address: str, role: str, sock: zmq.Socket) -> None:
+        self.partition = partition
+        self.address = address
+        self.role = role
+        self.sock = sock
+        self.alive = False
+        self.last_reply = 0.0
+        self.stats: Optional[dict] = None
+
+    @property
+    def name(self) -> str:
+        return f"partition {self.partition} {self.role} {self.address}"
+
+    @property
+    def serves_reads(self) -> bool:
+        """A slave serves reads while it answers and holds a whole copy of its master's data."""
+        if not self.alive:
+            return False
+        return self.role == "master" or bool(((self.stats or {}).get("replication") or {}).get("ready"))
+
+    def status(self) -> dict:
+        stats = self.stats or {}
+        out = {"address": self.address, "role": self.role, "alive": self.alive,
+               "keys": stats.get("keys_estimate"), "sequence": stats.get("sequence"),
+               "last_reply_s_ago": round(time.monotonic() - self.last_reply, 3) if self.last_reply else None}
+        if self.role == "slave":
+            replication = stats.get("replication") or {}
+            out.update(ready=replication.get("ready"), lag=replication.get("lag"),
+                       applied=replication.get("applied"), master=replication.get("master"))
+        return out
+
+
+class Partition:
+    def __init__(self, index: int, master: NodeLink) -> None:
+        self.index = index
+        self.master = master
+        self.slaves: dict[str, NodeLink] = {}
+        self._turn = 0
+
+    def links(self) -> list[NodeLink]:
+        return [self.master, *self.slaves.values()]
+
+    def reader(self, preference: str) -> NodeLink:
+        """Where a read goes: the master, or with preference "any" each live, ready node in
+        turn; the slaves alone when the master is down; the master when nothing answers (its
+        error then says so)."""
+        if preference == "master" and self.master.alive:
+            return self.master
+        candidates = [link for link in self.links() if link.serves_reads]
+        if not candidates:
+            return self.master
+        self._turn += 1
+        return candidates[self._turn % len(candidates)]
+
+    def learn_slaves(self, listed: list, connect: Callable[[str], NodeLink]) -> list[NodeLink]:
+        """Add a link for each slave the master lists that is new; returns the new links."""
+        added = []
+        for slave in listed:
+            address = slave.get("address") if isinstance(slave, dict) else None
+            if isinstance(address, str) and address not in self.slaves and address != self.master.address:
+                self.slaves[address] = link = connect(address)
+                added.append(link)
+        return added
+
+    def status(self) -> dict:
+        master = self.master.status()
+        return {"index": self.index, "master": self.master.address, "alive": self.master.alive,
+                "role": (self.master.stats or {}).get("role"), "keys": master["keys"],
+                "sequence": master["sequence"], "last_reply_s_ago": master["last_reply_s_ago"],
+                "slaves": [link.status() for link in self.slaves.values()]}
