@@ -146,7 +146,7 @@ class NodeHandler:
             master = args[0]
             if not isinstance(master, str) or not _is_address(master):
                 raise BadRequest("follow takes the master's \"host:port\"")
-            self.replica.follow(master)
+            self.replica.follow(master, replace_data=True)  # an operator's explicit choice
             return "Subscribed"
         if self.source is None:
             raise NotMaster(f"{NOT_MASTER}: replicate from this node's master instead")

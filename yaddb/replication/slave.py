@@ -54,14 +54,20 @@ class Replica:
         self.counts = {"full_syncs": 0, "catch_ups": 0, "gaps": 0, "sessions": 0}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._replace_data = False
 
     @property
     def master(self) -> Optional[str]:
         return self.state.master
 
-    def follow(self, master: str) -> None:
-        """Replicate `master` ("host:port") from now on; returns once the thread has started."""
+    def follow(self, master: str, replace_data: bool = False) -> None:
+        """Replicate `master` ("host:port") from now on; returns once the thread has started.
+
+        Without replace_data, data this slave holds is never replaced by a master with another
+        history and fewer writes (one that lost its data: its snapshot would wipe the last
+        copy); the slave refuses, says so in its log, and keeps it. `POST /subscribe` sets it."""
         self.stop()
+        self._replace_data = replace_data
         if master != self.state.master:
             # The history id, not the address, says whether the data can resume: the same
             # master on a new port continues; another master's data means a full snapshot.
@@ -174,6 +180,7 @@ class Replica:
             answer = conn.call("sync", [self.state.history, self.state.applied, CATCH_UP_BYTES])
             self.master_seq = max(self.master_seq, answer["seq"])
             if answer["mode"] == "snapshot":
+                self._check_replaceable(answer)
                 self._load_snapshot(conn, answer)
                 continue  # then the writes after the snapshot
             for first, entries in answer["batches"]:
@@ -184,6 +191,20 @@ class Replica:
                 break
         self._save_position()
         self.ready = True
+
+    def _check_replaceable(self, answer: dict) -> None:
+        history, applied = self.state.history, self.state.applied
+        if history is None or answer["history"] == history or answer["seq"] >= applied \
+                or self._replace_data:
+            return
+        self.ready = False  # the router reads elsewhere; the data stays for an operator
+        log.error("REFUSING to replace this slave's data (%d writes of history %s) with a "
+                  "snapshot of %s, a master with another history and only %d writes: it looks "
+                  "like the master lost its data. Restore the master, or subscribe this node "
+                  "again (POST /subscribe) to accept the master's data.", applied, history,
+                  self.state.master, answer["seq"])
+        self._stop.wait(30.0)
+        raise SessionOver("the master's data would replace more of ours")
 
     def _load_snapshot(self, conn: Connection, answer: dict) -> None:
         """Make the data exactly the snapshot's: its items, and tombstones for every key of
@@ -211,6 +232,7 @@ class Replica:
             chunk = conn.call("chunk", [answer["cursor"]])
         self.state = ReplicationState(answer["history"], answer["seq"], self.state.master)
         self._save_position()
+        self._replace_data = False
 
     def _save_position(self) -> None:
         self.engine.sync(force=True)  # the file must never claim more than the disk holds
