@@ -26,13 +26,6 @@ class NodeLink:
     def name(self) -> str:
         return f"partition {self.partition} {self.role} {self.address}"
 
-    @property
-    def serves_reads(self) -> bool:
-        """A slave serves reads while it answers and holds a whole copy of its master's data."""
-        if not self.alive:
-            return False
-        return self.role == "master" or bool(((self.stats or {}).get("replication") or {}).get("ready"))
-
     def status(self) -> dict:
         stats = self.stats or {}
         out = {"address": self.address, "role": self.role, "alive": self.alive,
@@ -55,13 +48,25 @@ class Partition:
     def links(self) -> list[NodeLink]:
         return [self.master, *self.slaves.values()]
 
+    def serves_reads(self, link: NodeLink) -> bool:
+        """The master while it answers; a slave while it answers and holds a whole copy of this
+        master's data (same history id: not a slave since moved to another master)."""
+        if not link.alive:
+            return False
+        if link is self.master:
+            return True
+        replication = (link.stats or {}).get("replication") or {}
+        history = (self.master.stats or {}).get("history")
+        return bool(replication.get("ready")) and history is not None \
+            and replication.get("history") == history
+
     def reader(self, preference: str) -> NodeLink:
         """Where a read goes: the master, or with preference "any" each live, ready node in
         turn; the slaves alone when the master is down; the master when nothing answers (its
         error then says so)."""
         if preference == "master" and self.master.alive:
             return self.master
-        candidates = [link for link in self.links() if link.serves_reads]
+        candidates = [link for link in self.links() if self.serves_reads(link)]
         if not candidates:
             return self.master
         self._turn += 1

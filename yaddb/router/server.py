@@ -196,7 +196,7 @@ class RouterServer:
 
     @staticmethod
     def _what_still_works(partition: Partition, op: str) -> str:
-        if op in READS or not any(link.serves_reads for link in partition.slaves.values()):
+        if op in READS or not any(partition.serves_reads(link) for link in partition.slaves.values()):
             return ""
         return "; its slaves still serve reads, writes wait for the master to come back"
 
