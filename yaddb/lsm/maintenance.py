@@ -195,7 +195,10 @@ class Maintenance:
 
     def _flush(self, table: Memtable) -> None:
         engine = self._engine
-        table.wal.close(sync=engine.fsync != "never")
+        # Synced under every policy, as close() does: a closed log left unsynced would make a
+        # concurrent sync(force=True) fdatasync a closed descriptor (ValueError) and break
+        # its promise that every write so far is on stable storage.
+        table.wal.close(sync=True)
         number = engine.allocate_file_number()
         path = os.path.join(engine.path, files.segment_name(number))
         if self._flusher is not None:
