@@ -16,6 +16,7 @@ from yaddb.lsm import Engine
 from yaddb.replication import master as master_module
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.messages import Published, decode_published
+from yaddb.replication.state import ReplicationState
 
 HISTORY = "0123456789abcdef"
 
@@ -366,3 +367,15 @@ def test_a_slave_applying_sync_answers_ends_with_exactly_the_masters_items(backl
         finally:
             master.close()
             slave.close()
+
+
+def test_a_slave_of_the_previous_history_goes_on_from_the_log_up_to_where_it_ended(engine):
+    """A restarted master has a new history id; a slave of the one before may go on from the
+    log if it has no write past the restart point, else (writes the master lost) a snapshot."""
+    source = ReplicationSource(engine, ReplicationState("new", previous_history="old",
+                                                        switched_at=0), 1 << 20, 0)
+    fill(engine, source, batches=10)
+    assert source.sync(["old", 0, 1 << 20])["mode"] == "log"
+    assert source.sync(["old", 1, 1 << 20])["mode"] == "snapshot"  # a write the master lost
+    assert source.sync([None, 0, 1 << 20])["mode"] == "snapshot"   # no history: a new slave
+    assert source.sync(["new", 5, 1 << 20])["mode"] == "log"

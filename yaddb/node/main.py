@@ -60,14 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def master_history(data_dir: str) -> str:
-    """This master's history id: kept while its data is, new when the data dir is new or was a
-    slave's (a promotion starts a new line of history)."""
+def master_lineage(data_dir: str, sequence: int) -> ReplicationState:
+    """A new history id for this start, continuing the last one at `sequence` (the writes the
+    data dir holds); a slave's data dir starts a line of its own (its numbering is its own)."""
     state = load_state(data_dir)
-    if state.history is None or state.master is not None:
-        state = ReplicationState(new_history())
-        save_state(data_dir, state)
-    return state.history
+    previous = state.history if state.master is None else None
+    lineage = ReplicationState(new_history(), previous_history=previous,
+                               switched_at=sequence if previous else 0)
+    save_state(data_dir, lineage)
+    return lineage
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -89,7 +90,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pub_port = args.pub_port or args.port + 1
     source = replica = None
     if args.role == "master":
-        source = ReplicationSource(engine, master_history(data_dir), args.backlog_bytes, pub_port)
+        source = ReplicationSource(engine, master_lineage(data_dir, engine.sequence),
+                                   args.backlog_bytes, pub_port)
     else:
         advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
         replica = Replica(engine, data_dir, f"{advertised}:{args.port}", context)

@@ -11,7 +11,8 @@ Slaves ask over the master's request socket (ops of yaddb.transport.protocol):
     replica [address, history, applied, ready]   -> {"seq", "history", "pub_port"} of the master
 
 Every sync answer carries "history" and "seq". A slave gets the log after `applied` when its
-history is the master's and the backlog still holds it; otherwise a snapshot, consistent as of
+history is the master's (or the master's previous one, up to where that ended) and the backlog
+still holds it; otherwise a snapshot, consistent as of
 "seq" (the engine's point-in-time view; writes go on meanwhile), in key order. `replica` is the
 slave's heartbeat: how far it got, so the master can report each slave's lag.
 """
@@ -20,12 +21,13 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Iterator, Optional
+from typing import Iterator
 
 from yaddb.errors import BadRequest
 from yaddb.lsm import Engine
 from yaddb.replication.backlog import Backlog
 from yaddb.replication.messages import Entry, encode_heartbeat, encode_log
+from yaddb.replication.state import ReplicationState
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,15 @@ SLAVE_FORGET_S = 300.0    # and one silent this long is no longer listed
 
 
 class ReplicationSource:
-    def __init__(self, engine: Engine, history: str, backlog_bytes: int, pub_port: int) -> None:
+    def __init__(self, engine: Engine, lineage: ReplicationState | str, backlog_bytes: int,
+                 pub_port: int) -> None:
+        """`lineage`: this master's history id and the one before it (or just an id)."""
+        if isinstance(lineage, str):
+            lineage = ReplicationState(lineage)
         self.engine = engine
-        self.history = history
+        self.history = lineage.history
+        self.previous_history = lineage.previous_history
+        self.switched_at = lineage.switched_at
         self.pub_port = pub_port
         self.backlog = Backlog(backlog_bytes)
         self._cursors: dict[int, tuple[Iterator[tuple[bytes, bytes]], float]] = {}
@@ -65,7 +73,8 @@ class ReplicationSource:
             raise BadRequest("sync takes [history or nil, applied >= 0, max_bytes >= 1]")
         seq = self.engine.sequence
         answer = {"history": self.history, "seq": seq, "pub_port": self.pub_port}
-        if history == self.history and applied <= seq:
+        if history is not None and applied <= seq and (history == self.history or (
+                history == self.previous_history and applied <= self.switched_at)):
             batches = [] if applied == seq else self.backlog.since(applied, max_bytes)
             if batches is not None:
                 more = bool(batches) and batches[-1][0] + len(batches[-1][1]) - 1 < seq

@@ -17,9 +17,9 @@ from typing import Optional
 
 import zmq
 
-from yaddb.errors import BadMessage, Unavailable, YaddbError
+from yaddb.errors import BadMessage, YaddbError
 from yaddb.lsm import Engine
-from yaddb.replication.messages import HEARTBEAT_S, Published, check_entries, decode_published
+from yaddb.replication.messages import HEARTBEAT_S, check_entries, decode_published
 from yaddb.replication.state import ReplicationState, load_state, save_state
 from yaddb.transport.client_conn import Connection
 from yaddb.transport.sockets import subscriber_socket
@@ -183,6 +183,7 @@ class Replica:
                 self._check_replaceable(answer)
                 self._load_snapshot(conn, answer)
                 continue  # then the writes after the snapshot
+            self.state.history = answer["history"]  # the same line of writes, maybe renamed
             for first, entries in answer["batches"]:
                 if not check_entries(entries):
                     raise SessionOver("the master sent malformed log entries")

@@ -1,6 +1,10 @@
 """A node's replication state, kept in its data dir (REPLICATION) beside the engine's files.
 
-A master keeps its history id there; a slave keeps its master, the master's history id and the
+A master keeps its history id there, made anew at every start, with the one before and the
+sequence number it ended at: a slave of the old history may continue from the log if it has no
+write past that point (Redis's secondary replication id), while one that has writes the master
+lost (a power cut under fsync interval) cannot mistake the master's new writes for its own.
+A slave keeps its master, the master's history id and the
 last master sequence number its data holds, so a restart resumes from there instead of a full
 snapshot. A slave saves `applied` only after its engine's log is synced, so the file never
 claims more than the disk holds; applying again from an older position is harmless (writes are
@@ -25,6 +29,8 @@ class ReplicationState:
     history: Optional[str] = None   # a master: its own; a slave: its master's, once in sync
     applied: int = 0                # a slave: the last master sequence number its data holds
     master: Optional[str] = None    # a slave: "host:port" of its master
+    previous_history: Optional[str] = None  # a master: its history before this start
+    switched_at: int = 0                     # a master: its sequence number at this start
 
 
 def new_history() -> str:
@@ -38,13 +44,16 @@ def encode_state(state: ReplicationState) -> bytes:
 def decode_state(data: bytes, path: str = STATE_FILE) -> ReplicationState:
     try:
         fields = json.loads(data)
-        state = ReplicationState(fields["history"], fields["applied"], fields["master"])
+        state = ReplicationState(fields["history"], fields["applied"], fields["master"],
+                                 fields.get("previous_history"), fields.get("switched_at", 0))
     except (ValueError, KeyError, TypeError):
         raise CorruptionError(path, None, "not a replication state file (removing it makes a "
                               "slave take a full snapshot)") from None
     if not (state.history is None or isinstance(state.history, str)) \
             or type(state.applied) is not int or state.applied < 0 \
-            or not (state.master is None or isinstance(state.master, str)):
+            or not (state.master is None or isinstance(state.master, str)) \
+            or not (state.previous_history is None or isinstance(state.previous_history, str)) \
+            or type(state.switched_at) is not int:
         raise CorruptionError(path, None, "wrong types in the replication state")
     return state
 
