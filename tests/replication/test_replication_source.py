@@ -379,3 +379,10 @@ def test_a_slave_of_the_previous_history_goes_on_from_the_log_up_to_where_it_end
     assert source.sync(["old", 1, 1 << 20])["mode"] == "snapshot"  # a write the master lost
     assert source.sync([None, 0, 1 << 20])["mode"] == "snapshot"   # no history: a new slave
     assert source.sync(["new", 5, 1 << 20])["mode"] == "log"
+
+
+def test_a_heartbeat_names_the_last_write_published_not_one_kept_back(engine):
+    source = ReplicationSource(engine, HISTORY, 1 << 20, 0)
+    last = write(engine, source, [(b"a", b"1")])
+    engine.write_batch([(b"b", b"2")])  # applied, but never published (its round's sync failed)
+    assert decode_published(source.heartbeat()).last_seq == last == engine.sequence - 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 
 from yaddb.errors import BadRequest
 from yaddb.lsm import Engine
@@ -31,7 +31,6 @@ from yaddb.replication.state import ReplicationState
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 CURSOR_IDLE_S = 60.0      # a snapshot nobody asked on for this long is dropped
 SLAVE_ALIVE_S = 3.0       # a slave heard from within this is alive
 SLAVE_FORGET_S = 300.0    # and one silent this long is no longer listed
@@ -49,20 +48,25 @@ class ReplicationSource:
         self.switched_at = lineage.switched_at
         self.pub_port = pub_port
         self.backlog = Backlog(backlog_bytes)
-        self._cursors: dict[int, tuple[Iterator[tuple[bytes, bytes]], float]] = {}
+        # cursor -> (the snapshot's items still to send, last asked at, bytes per chunk)
+        self._cursors: dict[int, tuple[Iterator[tuple[bytes, bytes]], float, int]] = {}
         self._next_cursor = itertools.count(1)
         self._slaves: dict[str, dict] = {}
         self.snapshots_served = 0
+        # The last write published: heartbeats say this, not the engine's sequence, which may
+        # hold writes a failed sync kept from being published (slaves would see a false gap).
+        self.published_seq = engine.sequence
 
     # -- publishing ----------------------------------------------------------------------------
 
     def record(self, first_seq: int, entries: list[Entry]) -> bytes:
         """Keep durable writes in the backlog; returns their message for the PUB socket."""
         self.backlog.append(first_seq, entries)
+        self.published_seq = first_seq + len(entries) - 1
         return encode_log(self.history, first_seq, entries)
 
     def heartbeat(self) -> bytes:
-        return encode_heartbeat(self.history, self.engine.sequence)
+        return encode_heartbeat(self.history, self.published_seq)
 
     # -- requests from slaves ------------------------------------------------------------------
 
@@ -85,16 +89,17 @@ class ReplicationSource:
         self._drop_idle_cursors()
         snapshot = self.engine.snapshot()
         cursor = next(self._next_cursor)
-        self._cursors[cursor] = (snapshot.items(), time.monotonic())
+        self._cursors[cursor] = (snapshot.items(), time.monotonic(), max_bytes)
         self.snapshots_served += 1
         log.info("streaming a snapshot as of sequence %d to a slave", snapshot.seq)
         return {"mode": "snapshot", "seq": snapshot.seq, "cursor": cursor,
                 **self.chunk([cursor], max_bytes)}
 
-    def chunk(self, args: list, max_bytes: int = CHUNK_BYTES) -> dict:
+    def chunk(self, args: list, max_bytes: Optional[int] = None) -> dict:
+        """The next items of a snapshot, about `max_bytes` of them (default: what its sync asked)."""
         cursor = args[0]
         try:
-            items, _ = self._cursors[cursor]
+            items, _, asked = self._cursors[cursor]
         except (KeyError, TypeError):
             raise BadRequest(f"no snapshot {cursor!r} in progress (expired after "
                              f"{CURSOR_IDLE_S:g} s idle?); start again with sync") from None
@@ -103,15 +108,15 @@ class ReplicationSource:
         for key, value in items:
             out.append([key, value])
             size += len(key) + len(value)
-            if size >= max_bytes:
-                self._cursors[cursor] = (items, time.monotonic())
+            if size >= (max_bytes or asked):
+                self._cursors[cursor] = (items, time.monotonic(), asked)
                 return {"items": out, "done": False}
         del self._cursors[cursor]
         return {"items": out, "done": True}
 
     def _drop_idle_cursors(self) -> None:
         now = time.monotonic()
-        for cursor, (_, touched) in list(self._cursors.items()):
+        for cursor, (_, touched, _) in list(self._cursors.items()):
             if now - touched > CURSOR_IDLE_S:
                 del self._cursors[cursor]
 

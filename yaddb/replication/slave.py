@@ -27,7 +27,7 @@ from yaddb.transport.sockets import subscriber_socket
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 5.0
-CATCH_UP_BYTES = 4 << 20    # per sync answer
+CATCH_UP_BYTES = 1 << 20    # per sync answer or snapshot chunk
 SILENCE_S = 8 * HEARTBEAT_S  # no message for this long: the master is gone
 REPORT_EVERY_S = 0.5        # the slave's heartbeat to its master, and how often its position is saved
 DRAIN_MAX = 256             # updates applied between looks at the clock
