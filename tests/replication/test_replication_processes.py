@@ -95,8 +95,9 @@ def test_a_late_joiner_after_10k_writes_gets_everything_and_then_the_new_writes(
     wait_for(lambda: in_sync(master, slave), "the late joiner to catch up")
     assert replication(slave)["full_syncs"] == 1
     write(master, 10_000, 500, delete_every=5)
+    wait_for(lambda: in_sync(master, slave), "the new writes and deletes to reach the slave")
     with Client(slave.endpoint, timeout=5) as client:
-        wait_for(lambda: client.get(b"key010499") is not None, "a new write to reach the slave")
+        assert client.get(b"key010499").value == b"value 10499"
         assert client.get(b"key000010") is None  # deleted before the slave joined
         assert client.get(b"key010000") is None  # deleted after
     assert_same_content(master, slave, 9_000 + 400)

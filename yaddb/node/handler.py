@@ -73,7 +73,8 @@ class NodeHandler:
         self.max_value_bytes = max_value_bytes
         self.source = source
         self.replica = replica
-        self.outbox: list[bytes] = []  # for the PUB socket: a round's writes, once durable
+        # For the PUB socket: (first sequence, entries) of each round's writes, once durable.
+        self.outbox: list[tuple[int, list]] = []
         self.counts: Counter = Counter()
         self.started = time.monotonic()
 
@@ -112,7 +113,8 @@ class NodeHandler:
                 # Nothing of this round may be acknowledged if its log did not reach the disk.
                 return [encode_error(request_id_of(frame), exc) for frame in frames]
             if self.source is not None and pending.applied:
-                self.outbox.append(self.source.record(pending.first_seq, pending.applied))
+                self.source.record(pending.first_seq, pending.applied)
+                self.outbox.append((pending.first_seq, pending.applied))
         return replies
 
     def _write(self, request: Request, index: int, pending: _Round, replies: list) -> None:

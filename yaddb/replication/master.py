@@ -59,11 +59,23 @@ class ReplicationSource:
 
     # -- publishing ----------------------------------------------------------------------------
 
-    def record(self, first_seq: int, entries: list[Entry]) -> bytes:
-        """Keep durable writes in the backlog; returns their message for the PUB socket."""
+    def record(self, first_seq: int, entries: list[Entry]) -> None:
+        """Keep durable writes in the backlog, before they are published."""
         self.backlog.append(first_seq, entries)
-        self.published_seq = first_seq + len(entries) - 1
-        return encode_log(self.history, first_seq, entries)
+
+    def publish(self, batches: list[tuple[int, list[Entry]]]) -> list[bytes]:
+        """Messages for the PUB socket: consecutive batches merged into one each."""
+        messages = []
+        first, entries = batches[0][0], list(batches[0][1])
+        for batch_first, batch in batches[1:]:
+            if batch_first == first + len(entries):
+                entries.extend(batch)
+            else:
+                messages.append(encode_log(self.history, first, entries))
+                first, entries = batch_first, list(batch)
+        messages.append(encode_log(self.history, first, entries))
+        self.published_seq = first + len(entries) - 1
+        return messages
 
     def heartbeat(self) -> bytes:
         return encode_heartbeat(self.history, self.published_seq)
@@ -124,19 +136,20 @@ class ReplicationSource:
         address, history, applied, ready = args
         if not isinstance(address, str) or type(applied) is not int:
             raise BadRequest("replica takes [address, history, applied, ready]")
+        # Lag as of the report (the slave reports every half second; against the sequence
+        # now, a slave keeping up would look half a second of writes behind).
         self._slaves[address] = {"applied": applied, "ready": bool(ready) and history == self.history,
-                                 "seen": time.monotonic()}
+                                 "seen": time.monotonic(), "lag": max(0, self.engine.sequence - applied)}
         return {"seq": self.engine.sequence, "history": self.history, "pub_port": self.pub_port}
 
     def slaves(self) -> list[dict]:
         """Each slave heard from lately: its address, position, lag and liveness."""
         now = time.monotonic()
-        seq = self.engine.sequence
         for address, slave in list(self._slaves.items()):
             if now - slave["seen"] > SLAVE_FORGET_S:
                 del self._slaves[address]
         return [{"address": address, "applied": slave["applied"],
-                 "lag": max(0, seq - slave["applied"]), "ready": slave["ready"],
+                 "lag": slave["lag"], "ready": slave["ready"],
                  "alive": now - slave["seen"] <= SLAVE_ALIVE_S,
                  "last_seen_s_ago": round(now - slave["seen"], 3)}
                 for address, slave in sorted(self._slaves.items())]
