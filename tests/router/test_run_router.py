@@ -34,7 +34,10 @@ class RouterProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self):
+        """Both fronts up: the zmq one answers first, the HTTP edge starts after it, and the
+        addresses are logged last."""
         wait_answering(self.proc, self.endpoint, self.log, "the router")
+        wait_for(lambda: "native clients: " in self.log(), "the router to log its addresses")
         return self
 
     def node_pids(self):

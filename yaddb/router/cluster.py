@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 RUN_NODE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "run_node.py")
 CHECK_EVERY_S = 0.5
+START_TRIES = 3
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -82,13 +83,13 @@ class EmbeddedCluster:
         self.master_nodes = [ManagedNode(f"partition {i} master",
                                          os.path.join(data_dir, f"partition-{i}"), args, ["master"])
                              for i in range(partitions)]
-        self.nodes = list(self.master_nodes)
+        self._slave_of: dict[ManagedNode, ManagedNode] = {}
         for i, master in enumerate(self.master_nodes):
-            self.nodes += [ManagedNode(f"partition {i} slave {j}",
-                                       os.path.join(data_dir, f"partition-{i}-slave-{j}"), args,
-                                       ["slave", "--master-host", "127.0.0.1",
-                                        "--master-port", str(master.port)])
-                           for j in range(1, slaves + 1)]
+            for j in range(1, slaves + 1):
+                slave = ManagedNode(f"partition {i} slave {j}",
+                                    os.path.join(data_dir, f"partition-{i}-slave-{j}"), args, [])
+                self._slave_of[slave] = master
+        self.nodes = self.master_nodes + list(self._slave_of)
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="yaddb-supervisor", daemon=True)
 
@@ -97,27 +98,45 @@ class EmbeddedCluster:
         return [node.address for node in self.master_nodes]
 
     def start(self) -> None:
-        for node in self.nodes:
+        """Start the masters; wait_ready() starts the slaves once the masters' ports are sure."""
+        for node in self.master_nodes:
             node.start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every node answers a ping; raise if one exits or the time runs out."""
-        from yaddb.client import Client
         deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            with Client(f"tcp://{node.address}", timeout=1.0) as client:
-                while True:
-                    if node.proc.poll() is not None:
-                        raise YaddbError(f"{node.name} exited with {node.proc.returncode}; see "
-                                         f"{os.path.join(node.data_dir, 'node.log')}")
+        for master in self.master_nodes:
+            self._wait_answering(master, deadline, timeout)
+        for slave, master in self._slave_of.items():
+            slave.role_args = ["slave", "--master-host", "127.0.0.1", "--master-port", str(master.port)]
+            slave.start()
+        for slave in self._slave_of:
+            self._wait_answering(slave, deadline, timeout)
+        self._supervisor.start()
+
+    @staticmethod
+    def _wait_answering(node: ManagedNode, deadline: float, timeout: float) -> None:
+        """A node that exits at once gets new ports and another try: a free port can be taken
+        (by any new connection's local port) between choosing it and the node binding it."""
+        from yaddb.client import Client
+        tries = START_TRIES
+        while True:
+            with Client(f"tcp://{node.address}", timeout=1.0, direct=False) as client:
+                while node.proc.poll() is None:
                     try:
                         if client.ping():
-                            break
+                            return
                     except YaddbError:
                         pass
                     if time.monotonic() > deadline:
                         raise YaddbError(f"{node.name} did not answer within {timeout:g} s")
-        self._supervisor.start()
+            tries -= 1
+            if tries == 0:
+                raise YaddbError(f"{node.name} exited with {node.proc.returncode}; see "
+                                 f"{os.path.join(node.data_dir, 'node.log')}")
+            log.warning("%s exited at start (%s); trying other ports", node.name, node.proc.returncode)
+            node.port, node.pub_port = free_port(), free_port()
+            node.start()
 
     def _supervise(self) -> None:
         while not self._stopping.wait(CHECK_EVERY_S):
