@@ -384,12 +384,7 @@ def run_cluster(wrk, args):
     print(f"/query / /ping = {ratios['/query']:.2f}x (goal >= {GOAL_RATIO}x: "
           f"{'PASS' if ratios['/query'] >= GOAL_RATIO else 'MISS'})   "
           f"/set / /ping = {ratios['/set']:.2f}x", flush=True)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "best": best}, out, indent=1)
-    if failed:
-        print("some requests failed (non-2xx or socket errors): see the lines marked !!")
-    return int(failed)
+    return finish(args, best, failed)
 
 
 def show(server, results, labels=("edge", "node")):
@@ -401,6 +396,16 @@ def show(server, results, labels=("edge", "node")):
               f"p99 {r['p99_ms']:6.2f} ms  {labels[0]} {r['edge_us']:5.0f} us/req  "
               f"{labels[1]} {r['node_us']:4.0f} us/req{total}{flag}", flush=True)
 
+
+
+def finish(args, best, failed) -> int:
+    """Write --json if asked; the exit status: 1 if any request failed."""
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"args": vars(args), "best": best}, out, indent=1)
+    if failed:
+        print("some requests failed (non-2xx or socket errors): see the lines marked !!")
+    return int(bool(failed))
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -477,13 +482,7 @@ def main(argv=None):
               f"/query {b['/query']['rps']:7.0f} ({b['/query']['edge_us_min']:.0f} us)  "
               f"/set {b['/set']['rps']:7.0f} ({b['/set']['edge_us_min']:.0f} us)  "
               f"/query / /ping = {ratio:.2f}x (goal >= {GOAL_RATIO}x: {verdict})", flush=True)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "best": best}, out, indent=1)
-    if failed:
-        print("some requests failed (non-2xx or socket errors): see the lines marked !!")
-        return 1
-    return 0
+    return finish(args, best, failed)
 
 
 if __name__ == "__main__":

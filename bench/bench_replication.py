@@ -202,32 +202,28 @@ class Cluster:
         return Node(proc, port, name, log_path)
 
     @staticmethod
-    def _wait_answering(node: Node) -> None:
+    def _wait_until(node: Node, ready, what: str, pause: float = 0.0) -> None:
+        """Until ready(client) is true of a Client to `node`; Failure naming `what` if never."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         with Client(node.endpoint, timeout=1.0, direct=False) as client:
             while time.monotonic() < deadline:
                 node.check_running()
                 try:
-                    if client.ping():
+                    if ready(client):
                         return
                 except YaddbError:
                     pass
-        raise Failure(f"{node.name} did not answer a ping within {READY_TIMEOUT_S:g} s:\n{node.log_tail()}")
+                time.sleep(pause)
+        raise Failure(f"{node.name} {what} within {READY_TIMEOUT_S:g} s:\n{node.log_tail()}")
 
-    @staticmethod
-    def _wait_replicating(node: Node) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with Client(node.endpoint, timeout=1.0, direct=False) as client:
-            while time.monotonic() < deadline:
-                node.check_running()
-                try:
-                    if client.stats()["replication"]["ready"]:
-                        return
-                except YaddbError:
-                    pass
-                time.sleep(0.02)
-        raise Failure(f"{node.name} never became ready (stats replication.ready) within "
-                      f"{READY_TIMEOUT_S:g} s:\n{node.log_tail()}")
+    @classmethod
+    def _wait_answering(cls, node: Node) -> None:
+        cls._wait_until(node, lambda client: client.ping(), "did not answer a ping")
+
+    @classmethod
+    def _wait_replicating(cls, node: Node) -> None:
+        cls._wait_until(node, lambda client: client.stats()["replication"]["ready"],
+                        "never became ready (stats replication.ready)", pause=0.02)
 
     def stop(self) -> None:
         """SIGTERM to every node's process group (each stops cleanly), SIGKILL after 15 s;

@@ -16,6 +16,7 @@ from yaddb.item import check_blob, check_key
 from yaddb.lsm import Engine
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
+from yaddb.router.partition import parse_address
 from yaddb.transport.protocol import (REPLICATION_OPS, Request, WRITES, decode_request,
                                       encode_error, encode_reply)
 
@@ -146,8 +147,10 @@ class NodeHandler:
                 raise BadRequest("this node is a master; only a node started as `run_node.py "
                                  "slave` can follow another")
             master = args[0]
-            if not isinstance(master, str) or not _is_address(master):
-                raise BadRequest("follow takes the master's \"host:port\"")
+            try:
+                parse_address(master)
+            except (ValueError, AttributeError):
+                raise BadRequest("follow takes the master's \"host:port\"") from None
             self.replica.follow(master, replace_data=True)  # an operator's explicit choice
             return "Subscribed"
         if self.source is None:
@@ -196,11 +199,6 @@ class NodeHandler:
                 "snapshots_served": self.source.snapshots_served}),
             **({} if self.replica is None else {"replication": self.replica.status()}),
         }
-
-
-def _is_address(text: str) -> bool:
-    host, _, port = text.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def request_id_of(frame: bytes) -> Optional[int]:
