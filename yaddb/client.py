@@ -8,10 +8,10 @@ from typing import Iterable, Mapping, Optional, Union
 import zmq
 
 from yaddb.errors import BadRequest, NotMaster, YaddbError, YaddbTimeout
-from yaddb.item import DEFAULT_MAX_VALUE_BYTES, Item, check_key, decode_item, encode_item, key_for
-from yaddb.router.partition import partition_for
+from yaddb.item import Item, decode_item, encode_item, key_for
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, check_key, max_message_bytes
+from yaddb.placement import host_of, is_loopback, partition_for
 from yaddb.transport.client_conn import Connection, NotSent
-from yaddb.transport.sockets import max_message_bytes
 
 Value = Union[bytes, bytearray, memoryview, str]
 READ_RETRIES = 2
@@ -28,17 +28,12 @@ def _labels(value: Value, content_type: Optional[str], encoding: Optional[str]) 
             "binary" if encoding is None else encoding)
 
 
-def _is_loopback(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
 def _reachable(endpoint: str, masters: list[str]) -> bool:
     """False when the masters are on loopback but the router was reached elsewhere: another
     machine's loopback (the one-command cluster binds its nodes to 127.0.0.1)."""
-    router_host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
-    if endpoint.startswith("inproc://") or _is_loopback(router_host):
+    if endpoint.startswith("inproc://") or is_loopback(host_of(endpoint)):
         return True
-    return not any(_is_loopback(master.rpartition(":")[0].strip("[]")) for master in masters)
+    return not any(is_loopback(host_of(master)) for master in masters)
 
 
 class Client:

@@ -12,14 +12,9 @@ from typing import NamedTuple, Union
 import mmh3
 
 from yaddb.errors import BadRequest, ValueTooLarge
-from yaddb.lsm.engine import MAX_KEY_BYTES, checked_key as check_key
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, MAX_LABEL_BYTES
 
-__all__ = ["Item", "key_for", "check_key", "check_blob", "encode_item", "decode_item",
-           "MAX_KEY_BYTES", "MAX_LABEL_BYTES", "BLOB_OVERHEAD"]
-
-MAX_LABEL_BYTES = 255          # content_type and encoding, each, in UTF-8
-DEFAULT_MAX_VALUE_BYTES = 4 << 20
-BLOB_OVERHEAD = 2 + 2 * MAX_LABEL_BYTES   # most bytes a blob adds to its value
+__all__ = ["Item", "key_for", "check_blob", "encode_item", "decode_item"]
 
 
 class Item(NamedTuple):

@@ -5,7 +5,7 @@ import zmq
 
 from yaddb import Client
 from yaddb.lsm import Engine
-from yaddb.item import BLOB_OVERHEAD
+from yaddb.limits import BLOB_OVERHEAD
 from yaddb.node.handler import NodeHandler
 from yaddb.node.server import NodeServer
 from tests.helpers import free_port

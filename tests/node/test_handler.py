@@ -2,7 +2,8 @@
 import pytest
 
 from yaddb.errors import BadMessage, BadRequest, NotMaster, ValueTooLarge
-from yaddb.item import BLOB_OVERHEAD, decode_item, encode_item
+from yaddb.item import decode_item, encode_item
+from yaddb.limits import BLOB_OVERHEAD
 from yaddb.lsm import Engine
 from yaddb.node.handler import NodeHandler
 from yaddb.transport.protocol import decode_reply, encode_request

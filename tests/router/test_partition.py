@@ -3,7 +3,7 @@ from collections import Counter
 import mmh3
 import pytest
 
-from yaddb.router.partition import parse_address, partition_for
+from yaddb.placement import parse_address, partition_for
 
 
 @pytest.mark.parametrize("keys", [

@@ -10,7 +10,7 @@ import zmq
 from yaddb import Client
 from yaddb.client import _reachable
 from yaddb.errors import Unavailable, YaddbError
-from yaddb.router.partition import partition_for
+from yaddb.placement import partition_for
 from yaddb.router.server import RouterServer
 from tests.helpers import NodeProcess, free_port, wait_for
 

@@ -12,7 +12,7 @@ import pytest
 
 from yaddb import Client, key_for
 from yaddb.errors import YaddbError
-from yaddb.router.partition import partition_for
+from yaddb.placement import partition_for
 from tests.helpers import REPO_ROOT, child_env, free_port, signal_group, wait_answering, wait_for
 
 

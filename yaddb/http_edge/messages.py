@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import bottle
 
-from yaddb.item import MAX_KEY_BYTES
+from yaddb.limits import MAX_KEY_BYTES
 
 
 SMALL_BODY_BYTES = 64 << 10      # /query, /delete, /subscribe: a key or a small JSON object

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Optional
 import mmh3
 
 from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key
 from yaddb.lsm import files, key_filter as key_filters, wal_format
 from yaddb.lsm.bloom import HASH_SEED
 from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
@@ -28,21 +29,8 @@ from yaddb.lsm.wal import FSYNC_POLICIES, WalWriter
 
 log = logging.getLogger(__name__)
 
-MAX_KEY_BYTES = 1024
-DEFAULT_MAX_VALUE_BYTES = 4 << 20
 DEFAULT_MEMTABLE_BYTES = 1 << 20
 MAX_FROZEN_MEMTABLES = 2  # writers wait when flushing falls this far behind
-
-
-def checked_key(key: object) -> bytes:
-    """key as bytes, or InvalidKey saying what is wrong with it."""
-    if isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    if type(key) is not bytes:
-        raise InvalidKey(f"a key must be bytes, not {type(key).__name__}")
-    if not 0 < len(key) <= MAX_KEY_BYTES:
-        raise InvalidKey(f"a key must be 1 to {MAX_KEY_BYTES} bytes long, not {len(key)}")
-    return key
 
 
 class Engine:
@@ -126,7 +114,7 @@ class Engine:
         if view is None:
             raise EngineClosed(f"the engine at {self.path} is closed")
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            key = checked_key(key)
+            key = check_key(key)
         mem, frozen, segments = view
         node = mem.nodes.get(key)
         if node is not None:
@@ -196,7 +184,7 @@ class Engine:
     def put(self, key: bytes, value: bytes) -> int:
         """Store value under key; returns the write's sequence number once it is durable."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            key = checked_key(key)
+            key = check_key(key)
         if type(value) is not bytes or len(value) > self.max_value_bytes:
             value = self._checked_value(value)
         # _commit's steps for one entry, inlined: this is the hottest path of the engine.
@@ -220,7 +208,7 @@ class Engine:
 
     def delete(self, key: bytes) -> int:
         """Delete key (a tombstone; deleting an absent key is harmless)."""
-        return self._commit([(checked_key(key), None)])
+        return self._commit([(check_key(key), None)])
 
     def write_batch(self, ops: Iterable[tuple[bytes, Optional[bytes]]], sync: bool = True) -> int:
         """Apply (key, value) pairs, value None meaning delete, atomically; returns the last seq.
@@ -229,7 +217,7 @@ class Engine:
         even under fsync="always": the caller calls sync() before acknowledging it. A server
         uses this to cover many requests with one fsync.
         """
-        checked = [(checked_key(key), None if value is None else self._checked_value(value))
+        checked = [(check_key(key), None if value is None else self._checked_value(value))
                    for key, value in ops]
         return self._commit(checked, sync) if checked else self._seq
 

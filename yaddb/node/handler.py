@@ -12,11 +12,12 @@ from collections import Counter
 from typing import Any, Optional
 
 from yaddb.errors import BadMessage, BadRequest, NotMaster, Unavailable, YaddbError
-from yaddb.item import check_blob, check_key
+from yaddb.item import check_blob
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, check_key
 from yaddb.lsm import Engine
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
-from yaddb.router.partition import parse_address
+from yaddb.placement import parse_address
 from yaddb.transport.protocol import (REPLICATION_OPS, Request, WRITES, decode_request,
                                       encode_error, encode_reply)
 
@@ -66,7 +67,7 @@ class NodeHandler:
     """A master's handler has a ReplicationSource (it records and publishes its writes); a
     slave's has a Replica (it refuses writes, and reads until it has a whole copy)."""
 
-    def __init__(self, engine: Engine, role: str = "master", max_value_bytes: int = 4 << 20,
+    def __init__(self, engine: Engine, role: str = "master", max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  source: Optional[ReplicationSource] = None,
                  replica: Optional[Replica] = None) -> None:
         self.engine = engine
@@ -147,10 +148,7 @@ class NodeHandler:
                 raise BadRequest("this node is a master; only a node started as `run_node.py "
                                  "slave` can follow another")
             master = args[0]
-            try:
-                parse_address(master)
-            except (ValueError, AttributeError):
-                raise BadRequest("follow takes the master's \"host:port\"") from None
+            parse_address(master)  # BadAddress says what is wrong
             self.replica.follow(master, replace_data=True)  # an operator's explicit choice
             return "Subscribed"
         if self.source is None:

@@ -12,7 +12,7 @@ import zmq
 
 from yaddb.config import add_flag, load_environment, parse_command_line
 from yaddb.errors import YaddbError
-from yaddb.item import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
+from yaddb.limits import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
 from yaddb.lsm import Engine
 from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
 from yaddb.lsm.wal import FSYNC_POLICIES

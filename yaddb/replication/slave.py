@@ -19,6 +19,7 @@ import zmq
 
 from yaddb.errors import BadMessage, YaddbError
 from yaddb.lsm import Engine
+from yaddb.placement import host_of
 from yaddb.replication.messages import HEARTBEAT_S, check_entries, decode_published
 from yaddb.replication.state import ReplicationState, load_state, save_state
 from yaddb.transport.client_conn import Connection
@@ -115,7 +116,7 @@ class Replica:
         try:
             info = conn.call("replica", [self.address, self.state.history, self.state.applied,
                                          self.ready])
-            host = master.rpartition(":")[0]
+            host = host_of(master)
             sub = subscriber_socket(self._context, f"tcp://{host}:{info['pub_port']}")
             # Subscribed once anything arrives: the master publishes at least a heartbeat
             # every HEARTBEAT_S. What queues from here on is applied after the catch-up.

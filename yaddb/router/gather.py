@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from yaddb.errors import YaddbError
-from yaddb.router.partition import partition_for
+from yaddb.placement import partition_for
 from yaddb.transport.protocol import Reply, encode_error, encode_reply
 
 

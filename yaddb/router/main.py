@@ -16,10 +16,10 @@ from yaddb.client import Client
 from yaddb.errors import YaddbError
 from yaddb.http_edge.app import make_app
 from yaddb.http_edge.server import EdgeServer
-from yaddb.item import DEFAULT_MAX_VALUE_BYTES
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES
 from yaddb.lsm.files import DirLock
 from yaddb.router.cluster import EmbeddedCluster
-from yaddb.router.partition import parse_address
+from yaddb.placement import parse_address
 from yaddb.router.links import READ_PREFERENCES
 from yaddb.router.server import RouterServer
 from yaddb.router.subscribe import subscribe

@@ -22,10 +22,11 @@ from typing import Optional
 
 import zmq
 
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES
 from yaddb.errors import BadMessage, BadRequest, Unavailable, YaddbError
 from yaddb.router.gather import Gather, split
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
-from yaddb.router.partition import partition_for
+from yaddb.placement import partition_for
 from yaddb.transport.protocol import (OPS, REPLICATION_OPS, decode_reply, decode_request,
                                       encode_error, encode_reply, encode_request)
 from yaddb.transport.sockets import client_socket, server_socket
@@ -41,7 +42,7 @@ READS = frozenset({"get", "mget"})
 
 class RouterServer:
     def __init__(self, masters: list[str], front_endpoints: list[str], context: zmq.Context,
-                 node_timeout: float = 1.0, max_value_bytes: int = 4 << 20,
+                 node_timeout: float = 1.0, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  read_preference: str = "any") -> None:
         if read_preference not in READ_PREFERENCES:
             raise ValueError(f"read preference must be one of {READ_PREFERENCES}")

@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import zmq
 
-from yaddb.item import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
+from yaddb.limits import max_message_bytes
 
 HEARTBEAT_MS = 1000        # ZMTP pings: TCP alone can take many minutes to notice a dead peer
 HEARTBEAT_TIMEOUT_MS = 3000
 RECONNECT_MS = 100
 RECONNECT_MAX_MS = 2000    # back off, so clients do not hammer a dead node
 HWM = 10_000               # messages queued per peer before sends block or drop
-
-
-BATCH_ROOM = 16 << 20      # bytes a frame may carry beyond one largest value, for batches
-
-
-def max_message_bytes(max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> int:
-    """Largest frame a node accepts: one largest item, or batches up to BATCH_ROOM."""
-    return max_value_bytes + BLOB_OVERHEAD + BATCH_ROOM
 
 
 def _common(sock: zmq.Socket) -> None:

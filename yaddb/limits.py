@@ -1,0 +1,26 @@
+"""The key rule and every size limit, in one place: pure, importing only yaddb.errors."""
+from __future__ import annotations
+
+from yaddb.errors import InvalidKey
+
+MAX_KEY_BYTES = 1024
+MAX_LABEL_BYTES = 255                      # content_type and encoding, each, in UTF-8
+DEFAULT_MAX_VALUE_BYTES = 4 << 20          # --max-value-bytes
+BLOB_OVERHEAD = 2 + 2 * MAX_LABEL_BYTES    # most bytes a stored item adds to its value
+BATCH_ROOM = 16 << 20                      # bytes a frame may carry beyond one largest item
+
+
+def check_key(key: object) -> bytes:
+    """key as bytes, or InvalidKey saying what is wrong with it."""
+    if isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    if type(key) is not bytes:
+        raise InvalidKey(f"a key must be bytes, not {type(key).__name__}")
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        raise InvalidKey(f"a key must be 1 to {MAX_KEY_BYTES} bytes long, not {len(key)}")
+    return key
+
+
+def max_message_bytes(max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> int:
+    """Largest frame a process accepts: one largest item, or batches up to BATCH_ROOM."""
+    return max_value_bytes + BLOB_OVERHEAD + BATCH_ROOM
