@@ -1,4 +1,5 @@
-"""The key rule and every size limit, in one place: pure, importing only yaddb.errors."""
+"""The key rule, every size limit and the durability settings, in one place: pure, importing
+only yaddb.errors, so every floor above agrees on them."""
 from __future__ import annotations
 
 from yaddb.errors import InvalidKey
@@ -8,6 +9,7 @@ MAX_LABEL_BYTES = 255                      # content_type and encoding, each, in
 DEFAULT_MAX_VALUE_BYTES = 4 << 20          # --max-value-bytes
 BLOB_OVERHEAD = 2 + 2 * MAX_LABEL_BYTES    # most bytes a stored item adds to its value
 BATCH_ROOM = 16 << 20                      # bytes a frame may carry beyond one largest item
+FSYNC_POLICIES = ("always", "interval", "never")  # when a node fsyncs its log (lsm/wal.py)
 
 
 def check_key(key: object) -> bytes:

@@ -11,6 +11,7 @@ pipe is plain POSIX, survives exec, and reaches the child's normal stop path.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -19,6 +20,8 @@ import subprocess
 import threading
 import time
 from typing import Callable, Iterable, Optional, Sequence
+
+from yaddb.errors import DataDirLocked
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +201,36 @@ class Supervisor:
                         self._on_restart(child)
                     child.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching, then stop every child at once."""
+    def stop_watching(self) -> None:
+        """No more restarts; the children keep running."""
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching, then stop every child at once."""
+        self.stop_watching()
         stop_all(self.children, timeout)
 
+
+
+class DirectoryClaim:
+    """An exclusive flock on DIR/SUPERVISOR.lock, held while one supervisor runs children on
+    the data under DIR: a second one gets `DataDirLocked` instead of sharing their files."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self._fd = os.open(os.path.join(directory, "SUPERVISOR.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise DataDirLocked(f"{directory} is in use by another router or supervisor; stop "
+                                f"it or choose another --data-dir") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the last descriptor drops the lock
+            self._fd = -1

@@ -1,17 +1,17 @@
 """A write batch: puts and deletes applied together, as one log record with one fsync."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Iterable, Optional
 
-if TYPE_CHECKING:
-    from yaddb.lsm.engine import Engine
+Apply = Callable[[Iterable[tuple[bytes, Optional[bytes]]]], int]
 
 
 class WriteBatch:
     """Puts and deletes applied together: one log record, one fsync. Use via Engine.batch()."""
 
-    def __init__(self, engine: "Engine") -> None:
-        self._engine = engine
+    def __init__(self, apply: Apply) -> None:
+        """`apply` writes the ops atomically (the engine's write_batch)."""
+        self._apply = apply
         self.ops: list[tuple[bytes, Optional[bytes]]] = []
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -25,4 +25,4 @@ class WriteBatch:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self._engine.write_batch(self.ops)
+            self._apply(self.ops)

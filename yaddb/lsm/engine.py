@@ -16,16 +16,17 @@ from typing import Iterable, Iterator, Optional
 import mmh3
 
 from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
-from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, check_key
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, FSYNC_POLICIES, MAX_KEY_BYTES, check_key
 from yaddb.lsm import files, key_filter as key_filters, wal_format
 from yaddb.lsm.bloom import HASH_SEED
 from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
 from yaddb.lsm.memtable import MISSING, Memtable
-from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES, Segment
+from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES
 from yaddb.lsm.recovery import recover_directory
 from yaddb.lsm.batch import WriteBatch
+from yaddb.lsm.version import VersionSet
 from yaddb.lsm.snapshot import Snapshot, from_key
-from yaddb.lsm.wal import FSYNC_POLICIES, WalWriter
+from yaddb.lsm.wal import WalWriter
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,9 @@ class Engine:
         self.max_value_bytes = max_value_bytes
         self.block_bytes = block_bytes
         self.bits_per_key = bits_per_key
-        self._view: Optional[tuple[Memtable, tuple[Memtable, ...], tuple[Segment, ...]]] = None
         self._write_lock = threading.Lock()
-        self._state = threading.Condition()
         self._failure: Optional[BaseException] = None
         self._fsyncs = [0]  # log fsyncs so far, counted by every WalWriter of this engine
-        self.key_filter: Optional[key_filters.KeyFilter] = None  # kept by Maintenance
         os.makedirs(path, exist_ok=True)
         self._dir_lock = files.DirLock(path)
         try:
@@ -73,14 +71,17 @@ class Engine:
         except BaseException:
             self._dir_lock.release()
             raise
-        self._maintenance = Maintenance(self, compaction, compaction_fanout, max_segments)
+        self._maintenance = Maintenance(
+            self._versions, compaction, compaction_fanout, max_segments,
+            memtable_bytes=memtable_bytes, block_bytes=block_bytes, bits_per_key=bits_per_key,
+            on_failure=self.fail)
         self._syncer: Optional[threading.Thread] = None
         self._stop_syncer = threading.Event()
         if fsync == "interval":
             self._syncer = threading.Thread(target=self._sync_periodically, name="yaddb-wal-sync",
                                             args=(fsync_interval_ms / 1000.0,), daemon=True)
             self._syncer.start()
-        if self._view[0].approx_bytes >= memtable_bytes:
+        if self._versions.view.memtable.approx_bytes >= memtable_bytes:
             with self._write_lock:
                 self._rotate()
 
@@ -88,29 +89,27 @@ class Engine:
 
     def _open(self) -> None:
         recovered = recover_directory(self.path)
-        self.manifest = recovered.manifest
-        self._next_file = recovered.next_file
         self._seq = recovered.seq
+        self._versions = VersionSet(self.path, recovered, recovered.memtable)
         self._wal = self._new_wal()
         recovered.memtable.wal_numbers.append(self._wal.number)
-        self._view = (recovered.memtable, (), recovered.segments)
-        self.key_filter = key_filters.take(self.path, recovered.manifest.segments)
+        self._versions.key_filter = key_filters.take(self.path, recovered.manifest.segments)
 
-    def allocate_file_number(self) -> int:
-        with self._state:
-            number = self._next_file
-            self._next_file += 1
-            return number
+    @property
+    def key_filter(self) -> Optional[key_filters.KeyFilter]:
+        """The filter of every key on disk (None while none is built)."""
+        return self._versions.key_filter
 
     def _new_wal(self) -> WalWriter:
-        number = self.allocate_file_number()
+        number = self._versions.allocate_file_number()
         return WalWriter(os.path.join(self.path, files.wal_name(number)), number, self._fsyncs)
 
     # ---- reads ---------------------------------------------------------------------------
 
     def get(self, key: bytes) -> Optional[bytes]:
         """The value stored under key, or None."""
-        view = self._view
+        versions = self._versions
+        view = versions.view
         if view is None:
             raise EngineClosed(f"the engine at {self.path} is closed")
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
@@ -126,7 +125,7 @@ class Engine:
         if not segments:
             return None
         h1, h2 = mmh3.hash64(key, HASH_SEED, signed=False)
-        key_filter = self.key_filter
+        key_filter = versions.key_filter
         if key_filter is not None:
             bloom = key_filter.bloom
             position = h1 % bloom.m
@@ -161,7 +160,7 @@ class Engine:
     def snapshot(self) -> Snapshot:
         """A consistent view of every live item as of the current sequence number."""
         with self._write_lock:
-            mem, frozen, segments = self._require_view()
+            mem, frozen, segments = self._versions.current()
             seq = self._seq
             mem_items = list(mem.items())
         sources = [lambda start: from_key(mem_items, start)]
@@ -189,9 +188,10 @@ class Engine:
             value = self._checked_value(value)
         # _commit's steps for one entry, inlined: this is the hottest path of the engine.
         with self._write_lock:
-            if self._failure is not None or self._view is None:
+            view = self._versions.view
+            if self._failure is not None or view is None:
                 self._writable()  # raises the reason
-            mem = self._view[0]
+            mem = view.memtable
             wal = self._wal
             seq = self._seq + 1
             try:
@@ -236,14 +236,14 @@ class Engine:
     def _sync_logs(self) -> None:
         """Sync every log that may hold unsynced writes, the oldest first, so a power cut
         never keeps newer writes and loses older ones."""
-        view = self._view
-        for table in reversed(view[1] if view else ()):
+        view = self._versions.view
+        for table in reversed(view.frozen if view else ()):
             table.wal.sync()
         self._wal.sync()
 
     def batch(self) -> WriteBatch:
         """`with engine.batch() as b: b.put(...); b.delete(...)` applies all of it on exit."""
-        return WriteBatch(self)
+        return WriteBatch(self.write_batch)
 
     def _commit(self, entries: list[tuple[bytes, Optional[bytes]]], sync: bool = True) -> int:
         with self._write_lock:
@@ -265,13 +265,13 @@ class Engine:
         return last
 
     def _writable(self) -> tuple[Memtable, WalWriter]:
-        view = self._view
+        view = self._versions.view
         if view is None or self._failure is not None:
             if view is None:
                 raise EngineClosed(f"the engine at {self.path} is closed")
             raise EngineClosed(f"the engine at {self.path} stopped taking writes after an "
                                f"I/O error: {self._failure}. Restart it to recover from its log.")
-        return view[0], self._wal
+        return view.memtable, self._wal
 
     def _append_failed(self, wal: WalWriter, exc: OSError) -> None:
         # A partial record may now end the log; nothing may be appended after it.
@@ -287,23 +287,19 @@ class Engine:
 
     def _rotate(self) -> None:
         """Freeze the memtable and start a new one with a new log. Holds the write lock."""
-        with self._state:
-            while len(self._view[1]) >= MAX_FROZEN_MEMTABLES and self._failure is None:
-                self._state.wait()  # flushing is behind: make writers wait rather than grow
+        versions = self._versions
+        versions.wait_for_room(MAX_FROZEN_MEMTABLES, lambda: self._failure is not None)
         # The frozen table keeps its log open: the flush syncs and closes it off this path.
-        self._view[0].wal = self._wal
+        versions.view.memtable.wal = self._wal
         self._wal = self._new_wal()
         fresh = Memtable()
         fresh.wal_numbers.append(self._wal.number)
-        with self._state:
-            mem, frozen, segments = self._view
-            self._view = (fresh, (mem,) + frozen, segments)
-            self._state.notify_all()
+        versions.freeze(fresh)
 
     def flush(self, wait: bool = True) -> None:
         """Move the memtable into a segment now (normally done when it reaches its size)."""
         with self._write_lock:
-            if len(self._require_view()[0]):
+            if len(self._versions.current().memtable):
                 self._rotate()
         if wait:
             self._maintenance.wait_idle(flushes_only=True)
@@ -320,12 +316,6 @@ class Engine:
         return self._maintenance.wait_idle(timeout=timeout)
 
     # ---- helpers, stats and shutdown -----------------------------------------------------
-
-    def _require_view(self):
-        view = self._view
-        if view is None:
-            raise EngineClosed(f"the engine at {self.path} is closed")
-        return view
 
     def _checked_value(self, value: object) -> bytes:
         if isinstance(value, (bytearray, memoryview)):
@@ -348,12 +338,13 @@ class Engine:
 
     def fail(self, exc: BaseException) -> None:
         """Stop taking writes after a background I/O error."""
-        with self._state:
+        with self._versions.changed:
             self._failure = exc
-            self._state.notify_all()
+            self._versions.changed.notify_all()
 
     def stats(self) -> dict:
-        mem, frozen, segments = self._require_view()
+        mem, frozen, segments = self._versions.current()
+        key_filter = self._versions.key_filter
         return {
             "sequence": self._seq,
             "fsync": self.fsync,
@@ -367,7 +358,7 @@ class Engine:
             "disk_bytes": sum(s.size for s in segments),
             "index_bytes": sum(s.index_bytes for s in segments),
             "bloom_bytes": sum(s.bloom_bytes for s in segments),
-            "key_filter_bytes": 0 if self.key_filter is None else len(self.key_filter.bloom.bits),
+            "key_filter_bytes": 0 if key_filter is None else len(key_filter.bloom.bits),
             **self._maintenance.counters(),
             "failed": None if self._failure is None else str(self._failure),
         }
@@ -375,18 +366,18 @@ class Engine:
     def close(self) -> None:
         """Flush the memtable, finish background work, sync and release the directory."""
         with self._write_lock:
-            if self._view is None:
+            view = self._versions.view
+            if view is None:
                 return
-            if self._failure is None and len(self._view[0]):
+            if self._failure is None and len(view.memtable):
                 self._rotate()
             self._maintenance.stop()
             self._stop_syncer.set()
             if self._syncer is not None:
                 self._syncer.join()
             self._wal.close(sync=self._failure is None)
-            for segment in self._view[2]:
+            for segment in self._versions.close():
                 segment.close()
-            self._view = None
             self._dir_lock.release()
 
     def __enter__(self) -> "Engine":

@@ -1,7 +1,8 @@
 """Background work of the engine: flushing frozen memtables and scheduling compactions.
 
 One thread does all of it, so the manifest has a single writer. Merges run in an executor (a
-worker process by default) and are installed by this thread when they finish.
+worker process by default) and are installed by this thread when they finish. What the engine
+is made of changes only through the VersionSet's install_* methods.
 """
 from __future__ import annotations
 
@@ -9,20 +10,18 @@ import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
-from yaddb.lsm import files, key_filter as key_filters, manifest as manifests
+from yaddb.lsm import files, key_filter as key_filters
 from yaddb.lsm.bloom import BloomFilter, hash_arrays
 from yaddb.lsm.compaction import compact_files, pick_run
 from yaddb.lsm.memtable import Memtable
 from yaddb.lsm.sstable import Segment, write_segment
+from yaddb.lsm.version import VersionSet
 from yaddb.lsm.worker import WorkerProcess
-
-if TYPE_CHECKING:
-    from yaddb.lsm.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,17 @@ class _Merge:
 
 
 class Maintenance:
-    def __init__(self, engine: "Engine", mode: str, fanout: int, max_segments: int) -> None:
-        self._engine = engine
-        self._cond = engine._state
+    def __init__(self, versions: VersionSet, mode: str, fanout: int, max_segments: int, *,
+                 memtable_bytes: int, block_bytes: int, bits_per_key: float,
+                 on_failure: Callable[[BaseException], None]) -> None:
+        """on_failure(exc) is called once a flush fails: the engine stops taking writes."""
+        self._versions = versions
+        self._path = versions.path
+        self._cond = versions.changed
+        self._memtable_bytes = memtable_bytes
+        self._block_bytes = block_bytes
+        self._bits_per_key = bits_per_key
+        self._on_failure = on_failure
         self._mode = mode
         self._fanout = fanout
         self._max_segments = max_segments
@@ -60,14 +67,14 @@ class Maintenance:
         self._filter_pending: list = []   # hashes of keys flushed while a build runs
         self._deferred: list[str] = []    # merged-away files a running build may still read
         self.filter_error: Optional[str] = None
-        segments = engine._view[2]
-        if engine.key_filter is None:
+        segments = versions.view.segments
+        if versions.key_filter is None:
             if segments:
                 self._start_filter_build(segments)
             else:
                 capacity = key_filters.MIN_CAPACITY
-                empty = BloomFilter.from_hashes(*hash_arrays([]), engine.bits_per_key, capacity)
-                engine.key_filter = key_filters.KeyFilter(empty, capacity, 0)
+                empty = BloomFilter.from_hashes(*hash_arrays([]), bits_per_key, capacity)
+                versions.install_key_filter(key_filters.KeyFilter(empty, capacity, 0))
         self._thread = threading.Thread(target=self._loop, name="yaddb-maintenance", daemon=True)
         self._thread.start()
 
@@ -82,13 +89,13 @@ class Maintenance:
 
     def wait_idle(self, timeout: Optional[float] = None, flushes_only: bool = False) -> bool:
         def idle() -> bool:
-            view = self._engine._view
+            view = self._versions.view
             if self._broken or view is None:
                 return True
             if flushes_only:
-                return not view[1]
-            return (not view[1] and self._merge is None and self._filter_build is None
-                    and not self._filter_wanted() and self._next_run(view[2]) is None)
+                return not view.frozen
+            return (not view.frozen and self._merge is None and self._filter_build is None
+                    and not self._filter_wanted() and self._next_run(view.segments) is None)
         with self._cond:
             return self._cond.wait_for(idle, timeout)
 
@@ -109,9 +116,9 @@ class Maintenance:
                 worker.close()
         for path in self._deferred:
             _remove(path)
-        engine = self._engine
-        if engine.key_filter is not None and not self._broken:
-            key_filters.save(engine.path, engine.manifest.segments, engine.key_filter)
+        versions = self._versions
+        if versions.key_filter is not None and not self._broken:
+            key_filters.save(self._path, versions.manifest.segments, versions.key_filter)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -124,20 +131,20 @@ class Maintenance:
             return None
         if self._mode == "manual" or self._stopping or self.compaction_error:
             return None
-        return pick_run([s.size for s in segments], self._engine.memtable_bytes,
+        return pick_run([s.size for s in segments], self._memtable_bytes,
                         self._fanout, self._max_segments)
 
     def _has_work(self) -> bool:
         if self._broken:
             return self._stopping
-        view = self._engine._view
-        if view[1] or (self._filter_build is not None and self._filter_build.done()):
+        view = self._versions.view
+        if view.frozen or (self._filter_build is not None and self._filter_build.done()):
             return True
         if self._filter_wanted():
             return True
         if self._merge is not None:
             return self._merge.future.done()
-        return self._stopping or self._next_run(view[2]) is not None
+        return self._stopping or self._next_run(view.segments) is not None
 
     def _loop(self) -> None:
         while True:
@@ -150,10 +157,10 @@ class Maintenance:
                     return
             except Exception as exc:
                 log.exception("%s: background flush or compaction failed; the engine stops "
-                              "taking writes", self._engine.path)
+                              "taking writes", self._path)
                 with self._cond:
                     self._broken = True
-                self._engine.fail(exc)
+                self._on_failure(exc)
 
     def _step(self) -> bool:
         """Do everything that is ready; False once stopping has nothing left to finish.
@@ -161,85 +168,61 @@ class Maintenance:
         A merge is started even while tables wait to be flushed: flushes and merges run in
         different workers, and under a steady write load there is always a table waiting.
         """
-        engine = self._engine
+        versions = self._versions
         if self._filter_build is not None and self._filter_build.done():
             self._install_filter()
         if self._merge is not None and self._merge.future.done():
             self._install(self._merge)
-        frozen = engine._view[1]
+        frozen = versions.view.frozen
         if frozen:
             self._flush(frozen[-1])
         if self._merge is None:
             with self._cond:
-                segments = engine._view[2]
+                segments = versions.view.segments
                 run = self._next_run(segments)
             if run is not None:
                 self._start(segments, run)
         if self._filter_wanted():
-            self._start_filter_build(engine._view[2])
-        return not (self._stopping and not engine._view[1] and self._merge is None)
-
-    def _store(self, segments: tuple[Segment, ...], **changes) -> None:
-        """Record a new set of live segments durably.
-
-        Only this thread changes segments or the manifest, so the lock is not held while the
-        file is written; writers rotating memtables meanwhile are not held up.
-        """
-        engine = self._engine
-        with self._cond:
-            next_file = engine._next_file
-        manifest = replace(engine.manifest, segments=tuple(s.number for s in segments),
-                           next_file=next_file, **changes)
-        manifests.store(engine.path, manifest)
-        engine.manifest = manifest
+            self._start_filter_build(versions.view.segments)
+        return not (self._stopping and not versions.view.frozen and self._merge is None)
 
     def _flush(self, table: Memtable) -> None:
-        engine = self._engine
+        versions = self._versions
         # Synced under every policy, as close() does: a closed log left unsynced would make a
         # concurrent sync(force=True) fdatasync a closed descriptor (ValueError) and break
         # its promise that every write so far is on stable storage.
         table.wal.close(sync=True)
-        number = engine.allocate_file_number()
-        path = os.path.join(engine.path, files.segment_name(number))
+        number = versions.allocate_file_number()
+        path = os.path.join(self._path, files.segment_name(number))
         if self._flusher is not None:
             keys, values = table.columns()
-            info = self._flusher.write(path, keys, values, table.last_seq, engine.block_bytes,
-                                       engine.bits_per_key)
+            info = self._flusher.write(path, keys, values, table.last_seq, self._block_bytes,
+                                       self._bits_per_key)
         else:
-            info = write_segment(path, table.items(), table.last_seq, engine.block_bytes,
-                                 engine.bits_per_key)
+            info = write_segment(path, table.items(), table.last_seq, self._block_bytes,
+                                 self._bits_per_key)
         segment = Segment(path, number)
         # Into the key filter before the table leaves the view, so no reader ever misses them.
         pairs = np.frombuffer(info.key_hashes, dtype=np.uint64).reshape(-1, 2)
         hashes = (pairs[:, 0], pairs[:, 1])
-        if engine.key_filter is not None:
-            engine.key_filter.add(*hashes)
+        if versions.key_filter is not None:
+            versions.key_filter.add(*hashes)
         if self._filter_build is not None:
             self._filter_pending.append(hashes)
-        mem, frozen, segments = engine._view
-        assert frozen[-1] is table, "memtables are flushed oldest first"
-        # Tables frozen meanwhile are newer, so the oldest one left is the same either way.
-        oldest = frozen[-2] if len(frozen) > 1 else mem
-        self._store((segment,) + segments, log_number=oldest.wal_numbers[0],
-                    last_seq=max(engine.manifest.last_seq, table.last_seq))
-        with self._cond:
-            mem, frozen, segments = engine._view
-            engine._view = (mem, frozen[:-1], (segment,) + segments)
-            self._flushes += 1
-            self._cond.notify_all()
+        self._flushes += 1  # before the view shows it: whoever sees the flush sees it counted
+        versions.install_flush(table, segment)
         for wal_number in table.wal_numbers:
-            _remove(os.path.join(engine.path, files.wal_name(wal_number)))
+            _remove(os.path.join(self._path, files.wal_name(wal_number)))
 
     def _start(self, segments: tuple[Segment, ...], run: tuple[int, int]) -> None:
-        engine = self._engine
         start, end = run
         inputs = segments[start:end]
-        number = engine.allocate_file_number()
+        number = self._versions.allocate_file_number()
         future = self._executor.submit(
             self._merger.merge if self._merger else compact_files, [s.path for s in inputs],
-            os.path.join(engine.path, files.segment_name(number)),
+            os.path.join(self._path, files.segment_name(number)),
             end == len(segments),  # tombstones may go only when nothing older lies below
-            max(s.max_seq for s in inputs), engine.block_bytes, engine.bits_per_key)
+            max(s.max_seq for s in inputs), self._block_bytes, self._bits_per_key)
         with self._cond:
             self._merge = _Merge(inputs, number, future, self._compact_all)
         future.add_done_callback(self._wake)
@@ -249,12 +232,11 @@ class Maintenance:
             self._cond.notify_all()
 
     def _install(self, merge: _Merge) -> None:
-        engine = self._engine
         try:
             info = merge.future.result()
         except Exception as exc:
             # The engine still serves every read and write; only merging stops until restart.
-            log.error("%s: compaction failed, no more automatic compactions: %s", engine.path, exc)
+            log.error("%s: compaction failed, no more automatic compactions: %s", self._path, exc)
             with self._cond:
                 self.compaction_error = str(exc)
                 self._merge = None
@@ -264,15 +246,8 @@ class Maintenance:
         output = Segment(info.path, merge.number) if info.entries else None
         if output is None:
             _remove(info.path)
-        segments = engine._view[2]
-        start = next(i for i, s in enumerate(segments) if s is merge.inputs[0])
-        end = start + len(merge.inputs)
-        assert all(a is b for a, b in zip(segments[start:end], merge.inputs))
-        segments = segments[:start] + ((output,) if output else ()) + segments[end:]
-        self._store(segments)
+        self._versions.install_merge(merge.inputs, output)
         with self._cond:
-            mem, frozen, _ = engine._view
-            engine._view = (mem, frozen, segments)
             self._merge = None
             self._compactions += 1
             if merge.everything:
@@ -286,7 +261,7 @@ class Maintenance:
 
     def _filter_wanted(self) -> bool:
         """The key filter holds more keys than it was sized for and no rebuild is under way."""
-        key_filter = self._engine.key_filter
+        key_filter = self._versions.key_filter
         return (key_filter is not None and key_filter.full and self._filter_build is None
                 and self.filter_error is None and not self._stopping)
 
@@ -294,7 +269,7 @@ class Maintenance:
         paths = [s.path for s in segments]
         build = self._merger.key_filter if self._merger else key_filters.build
         self._filter_pending = []
-        self._filter_build = self._executor.submit(build, paths, self._engine.bits_per_key)
+        self._filter_build = self._executor.submit(build, paths, self._bits_per_key)
         self._filter_build.add_done_callback(self._wake)
 
     def _install_filter(self) -> None:
@@ -303,12 +278,12 @@ class Maintenance:
             built = key_filters.KeyFilter.from_bytes(future.result())
         except Exception as exc:
             # Only an optimisation: reads go on through each segment's own filter.
-            log.error("%s: building the key filter failed: %s", self._engine.path, exc)
+            log.error("%s: building the key filter failed: %s", self._path, exc)
             self.filter_error = str(exc)
         else:
             for hashes in self._filter_pending:
                 built.add(*hashes)
-            self._engine.key_filter = built
+            self._versions.install_key_filter(built)
         self._filter_pending = []
         for path in self._deferred:
             _remove(path)

@@ -12,7 +12,6 @@ from yaddb.lsm.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
-FSYNC_POLICIES = ("always", "interval", "never")
 
 
 class WalWriter:

@@ -12,16 +12,16 @@ import zmq
 
 from yaddb.config import add_flag, load_environment, parse_command_line
 from yaddb.errors import YaddbError
-from yaddb.limits import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES
+from yaddb.limits import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES, FSYNC_POLICIES
 from yaddb.lsm import Engine
 from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
-from yaddb.lsm.wal import FSYNC_POLICIES
 from yaddb.node.handler import NodeHandler
 from yaddb.node.server import NodeServer
 from yaddb.replication.backlog import DEFAULT_BACKLOG_BYTES
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.replication.state import ReplicationState, load_state, new_history, save_state
+from yaddb.supervisor import watch_parent
 
 log = logging.getLogger("yaddb.node")
 
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "(beyond it they take a full snapshot)")
     add_flag(parser, "--advertise-host", help="the address other processes reach this node at "
              "(a slave tells its master); default HOST, or 127.0.0.1 when HOST is 0.0.0.0")
+    add_flag(parser, "--parent-fd", type=int, help="stop when this inherited file descriptor "
+             "reaches end of file (set by a supervising process, so its death stops the node)")
     roles = parser.add_subparsers(dest="role", required=True, metavar="{master,slave}")
     roles.add_parser("master", help="serve reads and writes for a partition")
     slave = roles.add_parser("slave", help="replicate a master and serve reads; with no "
@@ -99,6 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f"tcp://{args.host}:{args.port}", context, f"tcp://{args.host}:{pub_port}")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())
+    if args.parent_fd is not None:
+        watch_parent(args.parent_fd, server.stop)
     try:
         log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s", args.role, args.host,
                  args.port, f" (write log on :{pub_port})" if source else "", data_dir, args.fsync)

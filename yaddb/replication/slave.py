@@ -101,6 +101,8 @@ class Replica:
                 self._session()
                 pause = 0.1
             except (SessionOver, YaddbError, zmq.ZMQError) as exc:
+                if self._stop.is_set():
+                    break  # stopping cut the session short: nothing to report
                 log.warning("replication of %s interrupted: %s; retrying in %.1f s",
                             self.state.master, exc, pause)
             except Exception:  # a bug must not end replication for good
@@ -111,7 +113,8 @@ class Replica:
     def _session(self) -> None:
         self.counts["sessions"] += 1
         master = self.state.master
-        conn = Connection(f"tcp://{master}", REQUEST_TIMEOUT_S, self._context)
+        conn = Connection(f"tcp://{master}", REQUEST_TIMEOUT_S, self._context,
+                          interrupt=self._stop)  # stopping never waits on the master
         sub = None
         try:
             info = conn.call("replica", [self.address, self.state.history, self.state.applied,
@@ -120,7 +123,7 @@ class Replica:
             sub = subscriber_socket(self._context, f"tcp://{host}:{info['pub_port']}")
             # Subscribed once anything arrives: the master publishes at least a heartbeat
             # every HEARTBEAT_S. What queues from here on is applied after the catch-up.
-            if not sub.poll(int(SILENCE_S * 1000)):
+            if not self._heard(sub, SILENCE_S):
                 raise SessionOver(f"nothing published by {master} within {SILENCE_S:g} s")
             self._catch_up(conn)
             self._stream(conn, sub)
@@ -128,6 +131,14 @@ class Replica:
             if sub is not None:
                 sub.close()
             conn.close()
+
+    def _heard(self, sub: zmq.Socket, timeout_s: float) -> bool:
+        """Whether `sub` has a message within `timeout_s`; False at once when stopping."""
+        deadline = time.monotonic() + timeout_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if sub.poll(int(HEARTBEAT_S * 1000)):
+                return True
+        return False
 
     def _stream(self, conn: Connection, sub: zmq.Socket) -> None:
         heard = reported = time.monotonic()

@@ -1,110 +1,100 @@
 """The embedded default cluster: `run_router.py` with no --nodes starts its own nodes.
 
-Each partition's master keeps its data in DATA_DIR/partition-N, and its slave in
-DATA_DIR/partition-N-slave-1, from one run to the next, whatever ports they get (a slave resumes
-from its master's history id, not its address). Nodes are separate processes (subprocess: fork and exec at once, so no ZeroMQ
-context is ever inherited), each in its own process group; a node that dies is logged and
-restarted on the same port and directory.
+Each partition's master keeps its data in DATA_DIR/partition-N, and its slaves in
+DATA_DIR/partition-N-slave-J, from one run to the next, whatever ports they get (a slave resumes
+from its master's history id, not its address). DATA_DIR/cluster.json records the partition
+count: keys are placed by `partition_for(key, N)`, so data written with one N is only found
+with the same N, and another N is refused. Nodes are children of the supervisor room (fork and
+exec at once, so no ZeroMQ context is ever inherited; each tied to this process by a pipe, so
+none outlives it); one that dies is logged and restarted on the same port and directory.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
-from yaddb.errors import YaddbError
+from yaddb.errors import BadRequest, YaddbError
+from yaddb.supervisor import Child, DirectoryClaim, Supervisor, free_port, stop_all
 
 log = logging.getLogger(__name__)
 
 RUN_NODE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "run_node.py")
-CHECK_EVERY_S = 0.5
 START_TRIES = 3
+STOP_TIMEOUT_S = 1.5  # then SIGKILL: the logs hold every acknowledged write anyway
+LAYOUT_FILE = "cluster.json"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+class ClusterNode(Child):
+    """One node of the embedded cluster: a run_node.py child whose ports may be chosen again."""
 
-
-class ManagedNode:
-    def __init__(self, name: str, data_dir: str, extra_args: list[str],
-                 role_args: list[str]) -> None:
-        self.name = name
+    def __init__(self, name: str, data_dir: str, node_args: Sequence[str],
+                 role_args: Sequence[str]) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
-        self.pub_port = free_port()
-        self.extra_args = extra_args
-        self.role_args = role_args
-        self.proc: Optional[subprocess.Popen] = None
-        self.restarts = 0
+        self.node_args = list(node_args)
+        self.role_args = list(role_args)
+        self.port = self.pub_port = 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith("YADDB_")}
+        super().__init__(name, [], log_path=os.path.join(data_dir, "node.log"), env=env)
+        self.new_ports()
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
-        log_file = open(os.path.join(self.data_dir, "node.log"), "ab")
-        try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("YADDB_")}
-            self.proc = subprocess.Popen(
-                [sys.executable, RUN_NODE, "-p", str(self.port), "--pub-port", str(self.pub_port),
-                 "--data-dir", self.data_dir, *self.extra_args, *self.role_args],
-                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        finally:
-            log_file.close()  # the child has its own copy
+    def new_ports(self) -> None:
+        self.port, self.pub_port = free_port(), free_port()
 
-    def stop(self, timeout: float) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %g s; killing it", self.name, timeout)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+    def start(self) -> "ClusterNode":
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.argv = [sys.executable, RUN_NODE, "-p", str(self.port), "--pub-port", str(self.pub_port),
+                     "--data-dir", self.data_dir, *self.node_args, *self.role_args]
+        super().start()
+        return self
 
 
 class EmbeddedCluster:
     """`partitions` masters, each with `slaves` slaves, on free local ports, supervised."""
 
-    def __init__(self, data_dir: str, partitions: int = 2, node_args: Optional[list[str]] = None,
-                 slaves: int = 1) -> None:
+    def __init__(self, data_dir: str, partitions: int = 2, slaves: int = 1,
+                 node_args: Optional[Sequence[str]] = None) -> None:
+        if partitions < 1 or slaves < 0:
+            raise BadRequest(f"the embedded cluster needs at least 1 partition and 0 or more "
+                             f"slaves, not {partitions} and {slaves}")
+        self.data_dir = data_dir
+        self.partitions = partitions
         args = list(node_args or [])
-        self.master_nodes = [ManagedNode(f"partition {i} master",
+        self.master_nodes = [ClusterNode(f"partition {i} master",
                                          os.path.join(data_dir, f"partition-{i}"), args, ["master"])
                              for i in range(partitions)]
-        self._slave_of: dict[ManagedNode, ManagedNode] = {}
+        self._slave_of: dict[ClusterNode, ClusterNode] = {}
         for i, master in enumerate(self.master_nodes):
             for j in range(1, slaves + 1):
-                slave = ManagedNode(f"partition {i} slave {j}",
+                slave = ClusterNode(f"partition {i} slave {j}",
                                     os.path.join(data_dir, f"partition-{i}-slave-{j}"), args, [])
                 self._slave_of[slave] = master
         self.nodes = self.master_nodes + list(self._slave_of)
-        self._stopping = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="yaddb-supervisor", daemon=True)
+        self._supervisor = Supervisor(self.nodes)
+        self._claim: Optional[DirectoryClaim] = None
 
     @property
     def masters(self) -> list[str]:
         return [node.address for node in self.master_nodes]
 
-    def start(self) -> None:
-        """Start the masters; wait_ready() starts the slaves once the masters' ports are sure."""
-        for node in self.master_nodes:
-            node.start()
+    def start(self, timeout: float = 60.0) -> None:
+        """Start every node and return once each answers a ping; raise if one cannot start.
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Return once every node answers a ping; raise if one exits or the time runs out."""
+        Slaves start once their masters answer, so the master ports they are given are sure.
+        """
+        self._claim = DirectoryClaim(self.data_dir)  # two routers on one --data-dir: refused
+        self._check_layout()
         deadline = time.monotonic() + timeout
+        for master in self.master_nodes:
+            master.start()
         for master in self.master_nodes:
             self._wait_answering(master, deadline, timeout)
         for slave, master in self._slave_of.items():
@@ -114,15 +104,51 @@ class EmbeddedCluster:
             self._wait_answering(slave, deadline, timeout)
         self._supervisor.start()
 
+    def terminate(self) -> None:
+        """Ask every node to stop, without waiting (stop() waits)."""
+        self._supervisor.stop_watching()
+        for node in self.nodes:
+            node.terminate()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop every node at once, each flushing its data; SIGKILL any still running after
+        `timeout`."""
+        self._supervisor.stop_watching()
+        stop_all(self.nodes, timeout)
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+    def _check_layout(self) -> None:
+        path = os.path.join(self.data_dir, LAYOUT_FILE)
+        try:
+            with open(path) as file:
+                recorded = json.load(file)["partitions"]
+        except FileNotFoundError:
+            # Data from before the count was recorded was always written with 2 partitions.
+            recorded = 2 if os.path.isdir(self.master_nodes[0].data_dir) else self.partitions
+            with open(path, "w") as file:
+                json.dump({"partitions": recorded}, file)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise YaddbError(f"{path} is damaged ({exc}); it should read "
+                             f'{{"partitions": N}} with the N this data was written with') from None
+        if recorded != self.partitions:
+            raise BadRequest(self._layout_message(recorded))
+
+    def _layout_message(self, recorded: int) -> str:
+        return (f"{self.data_dir} holds a cluster of {recorded} partitions, but --partitions is "
+                f"{self.partitions}: keys are placed by the partition count, so the data would "
+                f"not be found. Start with --partitions {recorded}, or use another --data-dir.")
+
     @staticmethod
-    def _wait_answering(node: ManagedNode, deadline: float, timeout: float) -> None:
+    def _wait_answering(node: ClusterNode, deadline: float, timeout: float) -> None:
         """A node that exits at once gets new ports and another try: a free port can be taken
         (by any new connection's local port) between choosing it and the node binding it."""
-        from yaddb.client import Client
+        from yaddb.client import Client  # only the launcher needs it, not the cluster's users
         tries = START_TRIES
         while True:
             with Client(f"tcp://{node.address}", timeout=1.0, direct=False) as client:
-                while node.proc.poll() is None:
+                while node.running:
                     try:
                         if client.ping():
                             return
@@ -132,25 +158,7 @@ class EmbeddedCluster:
                         raise YaddbError(f"{node.name} did not answer within {timeout:g} s")
             tries -= 1
             if tries == 0:
-                raise YaddbError(f"{node.name} exited with {node.proc.returncode}; see "
-                                 f"{os.path.join(node.data_dir, 'node.log')}")
-            log.warning("%s exited at start (%s); trying other ports", node.name, node.proc.returncode)
-            node.port, node.pub_port = free_port(), free_port()
+                raise YaddbError(f"{node.name} exited with {node.returncode}; see {node.log_path}")
+            log.warning("%s exited at start (%s); trying other ports", node.name, node.returncode)
+            node.new_ports()
             node.start()
-
-    def _supervise(self) -> None:
-        while not self._stopping.wait(CHECK_EVERY_S):
-            for node in self.nodes:
-                code = node.proc.poll()
-                if code is not None and not self._stopping.is_set():
-                    node.restarts += 1
-                    log.error("%s (port %d) exited with %s; restarting it (restart %d)",
-                              node.name, node.port, code, node.restarts)
-                    node.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        if self._supervisor.is_alive():
-            self._supervisor.join()
-        for node in self.nodes:
-            node.stop(timeout)

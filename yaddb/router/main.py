@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import zmq
 
@@ -16,13 +15,13 @@ from yaddb.client import Client
 from yaddb.errors import YaddbError
 from yaddb.http_edge.app import make_app
 from yaddb.http_edge.server import EdgeServer
-from yaddb.limits import DEFAULT_MAX_VALUE_BYTES
-from yaddb.lsm.files import DirLock
-from yaddb.router.cluster import EmbeddedCluster
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, FSYNC_POLICIES
 from yaddb.placement import parse_address
+from yaddb.router.cluster import EmbeddedCluster
 from yaddb.router.links import READ_PREFERENCES
 from yaddb.router.server import RouterServer
 from yaddb.router.subscribe import subscribe
+from yaddb.supervisor import watch_parent
 
 log = logging.getLogger("yaddb.router")
 
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--zmq-port", type=int, default=5555, help="native client port (ZeroMQ ROUTER)")
     add_flag(parser, "--nodes", nargs="+", metavar="HOST:PORT",
              help="one master per partition, in partition order; none: start the embedded "
-                  f"cluster ({EMBEDDED_PARTITIONS} partitions on free local ports)")
+                  "cluster (--partitions masters, each with --slaves slaves, on free local ports)")
     add_flag(parser, "--data-dir", default="yaddb-data",
              help="where the embedded cluster keeps its nodes' data (partition-N)")
     add_flag(parser, "--node-timeout", type=float, default=1.0,
@@ -51,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
              help="where reads through the router go: any (the master and its ready slaves in "
                   "turn; a slave may be a little behind) or master (slaves only when the "
                   "master is down)")
+    add_flag(parser, "--partitions", type=int, default=EMBEDDED_PARTITIONS,
+             help="partitions of the embedded cluster (no --nodes); a data dir keeps the count "
+                  "it was first started with")
     add_flag(parser, "--slaves", type=int, default=EMBEDDED_SLAVES,
              help="slaves per master in the embedded cluster (no --nodes)")
+    add_flag(parser, "--fsync", default="always", choices=FSYNC_POLICIES,
+             help="the embedded cluster's nodes' --fsync: always (before each reply; safe on "
+                  "power loss), interval (every second), never (left to the OS)")
+    add_flag(parser, "--parent-fd", type=int, help="stop when this inherited file descriptor "
+             "reaches end of file (set by a supervising process, so its death stops the router)")
     add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -63,34 +70,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    if args.parent_fd is not None:
+        watch_parent(args.parent_fd, stop.set)
     try:
         masters = [f"{host}:{port}" for host, port in map(parse_address, args.nodes or [])]
-    except ValueError as exc:
+    except YaddbError as exc:
         log.error("--nodes: %s", exc)
         return 2
-    cluster = lock = None
+    cluster = None
     try:
         if not masters:
-            os.makedirs(args.data_dir, exist_ok=True)
-            lock = DirLock(args.data_dir)  # two routers on one --data-dir: a clear error
             # Children first, then this process's ZeroMQ context (never fork one).
-            cluster = EmbeddedCluster(args.data_dir, EMBEDDED_PARTITIONS,
-                                      ["--max-value-bytes", str(args.max_value_bytes)], args.slaves)
+            cluster = EmbeddedCluster(args.data_dir, args.partitions, args.slaves,
+                                      ["--max-value-bytes", str(args.max_value_bytes),
+                                       "--fsync", args.fsync])
             cluster.start()
-            cluster.wait_ready()
             masters = cluster.masters
-        return _serve(args, masters, stop)
+        return _serve(args, masters, stop, cluster.terminate if cluster else lambda: None)
     except YaddbError as exc:
         log.error("%s", exc)
         return 1
     finally:
         if cluster is not None:
             cluster.stop()
-        if lock is not None:
-            lock.release()
 
 
-def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) -> int:
+def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
+           stop_nodes: Callable[[], None]) -> int:
+    """Serve until `stop` is set; `stop_nodes` then asks the nodes to stop while this
+    process closes its own sockets, so both take their time at once."""
     context = zmq.Context()
     router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
                           args.node_timeout, args.max_value_bytes, args.read_preference)
@@ -126,6 +134,7 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event) 
         log.info("stopping")
         return 0
     finally:
+        stop_nodes()
         if edge is not None:
             edge.stop()
         router.stop()

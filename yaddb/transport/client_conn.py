@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from typing import Any, Optional
 
@@ -16,14 +17,25 @@ class NotSent(YaddbTimeout):
     """No connection could be made within the time, so the request never left: safe to resend."""
 
 
+class Interrupted(YaddbTimeout):
+    """The caller's `interrupt` event was set while a call waited: its owner is stopping."""
+
+
+INTERRUPT_CHECK_MS = 100  # how often a wait looks at the interrupt event
+
+
 class Connection:
     """Not thread-safe: the Client above it serialises calls."""
 
     def __init__(self, endpoint: str, timeout: float,
                  context: Optional[zmq.Context] = None,
-                 connect_timeout: Optional[float] = None) -> None:
+                 connect_timeout: Optional[float] = None,
+                 interrupt: Optional[threading.Event] = None) -> None:
         """`connect_timeout` bounds the wait for a connection before NotSent (default: the
-        attempt's whole time), for callers with somewhere else to send."""
+        attempt's whole time), for callers with somewhere else to send. Once `interrupt` is
+        set, a waiting call raises Interrupted within INTERRUPT_CHECK_MS: a thread that is
+        stopping never waits out a peer that does not answer."""
+        self._interrupt = interrupt
         self.endpoint = endpoint
         self.timeout = timeout
         self._connect_ms = None if connect_timeout is None else max(1, int(connect_timeout * 1000))
@@ -64,9 +76,11 @@ class Connection:
             wait_ms = self._remaining_ms(deadline)
             if self._connect_ms is not None:
                 wait_ms = min(wait_ms, self._connect_ms)
-            if not sock.poll(wait_ms, zmq.POLLOUT):
+            if not self._poll(sock, wait_ms, zmq.POLLOUT):
                 raise NotSent(self._message("could not connect")) from None
             sock.send(frame, zmq.NOBLOCK)
+        if self._interrupt is not None and not self._poll(sock, timeout_ms, zmq.POLLIN):
+            raise self._timeout("no reply")
         while True:
             try:
                 frame = sock.recv()  # RCVTIMEO bounds it; one call is cheaper than poll + recv
@@ -81,6 +95,18 @@ class Connection:
             # A late reply to an abandoned request, or garbage: wait on, within the deadline.
             self._rcvtimeo = max(1, self._remaining_ms(deadline))
             sock.setsockopt(zmq.RCVTIMEO, self._rcvtimeo)
+
+    def _poll(self, sock: zmq.Socket, timeout_ms: int, event: int) -> bool:
+        """sock.poll, in slices that look at the interrupt event; raises Interrupted."""
+        if self._interrupt is None:
+            return bool(sock.poll(timeout_ms, event))
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not self._interrupt.is_set():
+            if sock.poll(min(INTERRUPT_CHECK_MS, self._remaining_ms(deadline)), event):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        raise Interrupted(f"a call to {self.endpoint} was interrupted: stopping")
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:

@@ -1,0 +1,122 @@
+"""What the engine is made of right now, with one owner (LevelDB's VersionSet).
+
+The current `View` is the memtable taking writes, the frozen memtables waiting to be flushed
+(newest first) and the live segments (newest first). Readers take `versions.view` once and
+use that tuple: it is replaced whole, never changed in place, so a read needs no lock. Only
+three moves change it: the writer freezes its memtable, a flush turns the oldest frozen one
+into a segment, a merge replaces a run of segments. A flush or a merge is made durable in the
+manifest before the view shows it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Callable, NamedTuple, Optional
+
+from yaddb.errors import EngineClosed
+from yaddb.lsm import manifest as manifests
+from yaddb.lsm.key_filter import KeyFilter
+from yaddb.lsm.memtable import Memtable
+from yaddb.lsm.recovery import Recovered
+from yaddb.lsm.sstable import Segment
+
+
+class View(NamedTuple):
+    memtable: Memtable
+    frozen: tuple[Memtable, ...]     # newest first
+    segments: tuple[Segment, ...]    # newest first
+
+
+class VersionSet:
+    """The one owner of the view, the manifest, the key filter and file numbers.
+
+    `changed` is the condition every waiter on the view uses (writers waiting for a flush,
+    `wait_idle`, the maintenance thread): each move notifies it.
+    """
+
+    def __init__(self, path: str, recovered: Recovered, memtable: Memtable) -> None:
+        self.path = path
+        self.changed = threading.Condition()
+        self.manifest = recovered.manifest
+        self._next_file = recovered.next_file
+        self.view: Optional[View] = View(memtable, (), recovered.segments)
+        self.key_filter: Optional[KeyFilter] = None  # set by the maintenance once it exists
+
+    def current(self) -> View:
+        """The view, or EngineClosed once the engine is closed."""
+        view = self.view
+        if view is None:
+            raise EngineClosed(f"the engine at {self.path} is closed")
+        return view
+
+    def allocate_file_number(self) -> int:
+        with self.changed:
+            number = self._next_file
+            self._next_file += 1
+            return number
+
+    def wait_for_room(self, max_frozen: int, failed: Callable[[], bool]) -> None:
+        """Block while `max_frozen` memtables wait to be flushed (writers wait rather than
+        let memory grow), unless the engine has failed."""
+        with self.changed:
+            while len(self.view.frozen) >= max_frozen and not failed():
+                self.changed.wait()
+
+    def freeze(self, fresh: Memtable) -> None:
+        """Make `fresh` the memtable taking writes; the one it replaces waits to be flushed."""
+        with self.changed:
+            mem, frozen, segments = self.view
+            self.view = View(fresh, (mem,) + frozen, segments)
+            self.changed.notify_all()
+
+    def install_flush(self, table: Memtable, segment: Segment) -> None:
+        """`table`, the oldest frozen memtable, is now `segment`: record it, then show it."""
+        mem, frozen, segments = self.view
+        assert frozen[-1] is table, "memtables are flushed oldest first"
+        # Tables frozen meanwhile are newer, so the oldest one left is the same either way.
+        oldest = frozen[-2] if len(frozen) > 1 else mem
+        self._store((segment,) + segments, log_number=oldest.wal_numbers[0],
+                    last_seq=max(self.manifest.last_seq, table.last_seq))
+        with self.changed:
+            mem, frozen, segments = self.view
+            self.view = View(mem, frozen[:-1], (segment,) + segments)
+            self.changed.notify_all()
+
+    def install_merge(self, inputs: tuple[Segment, ...], output: Optional[Segment]) -> None:
+        """The run of segments `inputs` is now `output` (None: nothing was left of it)."""
+        segments = self.view.segments
+        start = next(i for i, s in enumerate(segments) if s is inputs[0])
+        end = start + len(inputs)
+        assert all(a is b for a, b in zip(segments[start:end], inputs))
+        segments = segments[:start] + ((output,) if output else ()) + segments[end:]
+        self._store(segments)
+        with self.changed:
+            mem, frozen, _ = self.view
+            self.view = View(mem, frozen, segments)
+            self.changed.notify_all()
+
+    def install_key_filter(self, key_filter: KeyFilter) -> None:
+        self.key_filter = key_filter
+        with self.changed:
+            self.changed.notify_all()
+
+    def close(self) -> tuple[Segment, ...]:
+        """No view from now on; returns the segments, for the caller to close."""
+        with self.changed:
+            segments = self.view.segments if self.view else ()
+            self.view = None
+            self.changed.notify_all()
+        return segments
+
+    def _store(self, segments: tuple[Segment, ...], **changes) -> None:
+        """Record a new set of live segments durably.
+
+        Only the maintenance thread moves segments, so the lock is not held while the file is
+        written: writers freezing memtables meanwhile are not held up.
+        """
+        with self.changed:
+            next_file = self._next_file
+        manifest = replace(self.manifest, segments=tuple(s.number for s in segments),
+                           next_file=next_file, **changes)
+        manifests.store(self.path, manifest)
+        self.manifest = manifest
