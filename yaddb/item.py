@@ -33,7 +33,10 @@ def key_for(data: Union[bytes, str]) -> bytes:
 def _label(text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise BadRequest(f"{what} must be a string, not {type(text).__name__}")
-    raw = text.encode("utf-8")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can spell as \ud800
+        raise BadRequest(f"{what} is not valid Unicode text") from None
     if len(raw) > MAX_LABEL_BYTES:
         raise BadRequest(f"{what} is {len(raw)} bytes in UTF-8; the limit is {MAX_LABEL_BYTES}")
     return raw

@@ -1,4 +1,5 @@
-"""An HTTP edge under its real WSGI server on a free loopback port, in front of a thread node."""
+"""An HTTP edge under its real WSGI server on a free loopback port, in front of a thread node;
+and the HTTP calls the tests make (HttpCaller, put, query)."""
 import http.client
 import json
 import socket
@@ -10,6 +11,7 @@ from yaddb.http_edge.server import EdgeServer
 from tests.node.conftest import ThreadNode
 
 MAX_VALUE = 64 << 10   # small, so oversized bodies are cheap to send
+ITEM = {"content_type": "text/plain", "encoding": "utf-8"}
 
 
 class Reply:
@@ -35,13 +37,11 @@ class Reply:
         return doc["error"]
 
 
-class Edge:
-    """An EdgeServer on a free port; `call` makes one request on a fresh connection."""
+class HttpCaller:
+    """HTTP to 127.0.0.1:port; `call` makes one request on a fresh connection."""
 
-    def __init__(self, app, **server_options):
-        self.app = app
-        self.server = EdgeServer(app, "127.0.0.1", 0, **server_options).start()
-        self.port = self.server.port
+    def __init__(self, port):
+        self.port = port
 
     def call(self, method, path, body=None, content_type=None, headers=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -73,8 +73,26 @@ class Edge:
                 pass
             return b"".join(chunks)
 
+
+class Edge(HttpCaller):
+    """An EdgeServer (the app under waitress) on a free port."""
+
+    def __init__(self, app, **server_options):
+        self.app = app
+        self.server = EdgeServer(app, "127.0.0.1", 0, **server_options).start()
+        super().__init__(self.server.port)
+
     def stop(self):
         self.server.stop()
+
+
+def put(edge, doc, content_type="application/json"):
+    """PUT /set with doc (a dict, sent as JSON, or the body as it is)."""
+    return edge.call("PUT", "/set", json.dumps(doc) if isinstance(doc, dict) else doc, content_type)
+
+
+def query(edge, body, content_type="text/plain"):
+    return edge.call("POST", "/query", body, content_type)
 
 
 class Status:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from typing import Any, Optional
@@ -228,8 +229,46 @@ def utf8(text: str, field: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# The app
+# The JSON bodies of /set and /subscribe: presence and JSON types only
 # ---------------------------------------------------------------------------------------------
+
+def set_fields(doc: dict) -> dict:
+    """doc, once every /set field it has is known and a string of valid Unicode and the three
+    an item needs are there. Sizes and labels are the item code's to judge (encode_item)."""
+    unknown = sorted(set(doc) - set(SET_FIELDS))
+    if unknown:
+        raise error_reply(400, f"unknown field(s) {', '.join(map(repr, unknown))}; an item is "
+                          f'"key" (hex, optional), "content_type", "encoding", "value" and '
+                          f'optionally "value_encoding"')
+    missing = [f for f in ("content_type", "encoding", "value") if f not in doc]
+    if missing:
+        raise error_reply(400, f"missing field(s): {', '.join(missing)}; an item needs "
+                          f'"content_type", "encoding" and "value" (all strings), and '
+                          f'optionally "key" (hex)')
+    not_str = [f"{f} is a JSON {json_kind(doc[f])}" for f in SET_FIELDS
+               if f in doc and not isinstance(doc[f], str)]
+    if not_str:
+        raise error_reply(400, f"fields must be strings: {'; '.join(not_str)}")
+    # JSON may spell half a surrogate pair (\ud800): Python decodes it to a str that is not
+    # Unicode text and cannot be encoded, so it is refused here, with the JSON.
+    for field in ("content_type", "encoding"):
+        utf8(doc[field], field)
+    return doc
+
+
+def value_bytes(doc: dict) -> bytes:
+    """The bytes a /set stores: "value" as UTF-8, or base64-decoded per "value_encoding"."""
+    value_encoding = doc.get("value_encoding", "utf-8").lower()
+    if value_encoding in ("utf-8", "utf8"):
+        return utf8(doc["value"], "value")
+    if value_encoding == "base64":
+        try:
+            return base64.b64decode(doc["value"], validate=True)
+        except (binascii.Error, ValueError):
+            raise error_reply(400, '"value" is not valid base64, as "value_encoding" says') from None
+    raise error_reply(400, f'"value_encoding" must be "utf-8" (the default) or "base64", '
+                      f"not {doc['value_encoding']!r}")
+
 
 def subscribe_fields(doc: dict) -> tuple[str, int, Optional[str]]:
     unknown = sorted(set(doc) - {"ip", "port", "master"})
