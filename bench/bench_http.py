@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmark the HTTP edge with wrk: a node (run_node.py) and the edge
-(`python3 -m yaddb.http_edge.server`), each on a free port of 127.0.0.1, in its own process;
-or, with --cluster, the one-command cluster (`run_router.py`, which starts 2 nodes itself).
+"""Benchmark the HTTP edge with wrk: a node (run_node.py) and the edge (bench/edge_server.py),
+each on a free port of 127.0.0.1, in its own process; or, with --cluster, the one-command
+cluster (`run_router.py`, which starts 2 nodes itself).
 
     python3 bench/bench_http.py                        # 10 s each on /ping, /query, /set
     python3 bench/bench_http.py --duration 3           # quick
@@ -31,27 +31,22 @@ machine. wrk comes from Debian (`apt-get install -y wrk`, done here when it is m
 This is a benchmark, not a test: it exits non-zero only when something failed.
 """
 import argparse
-import http.client
+import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+from common import (LOCALHOST, BenchError, answers_http_ping, check_running, child_pids,
+                    client_to, cpu_seconds, free_port, http_call, interrupt_on_sigterm, launch,
+                    run_to_end, split_cpus, start_node, start_router, verdict, wait_ready)
+from foreign import ensure_command
 
-START_TIMEOUT = 20.0
-CLUSTER_START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
-INSTALL_TIMEOUT = 600
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+CLUSTER_START_TIMEOUT_S = 60.0
 GOAL_RATIO = 0.7
 VALUE_SIZE = 100
 
@@ -78,186 +73,33 @@ end
 """
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YADDB_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    return env
-
-
-def ensure_wrk():
-    if shutil.which("wrk"):
-        return shutil.which("wrk")
-    print("wrk is missing: apt-get install -y wrk", flush=True)
-    for command in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"],
-                    ["apt-get", "install", "-y", "wrk"]):
-        try:
-            subprocess.run(command, check=False, timeout=INSTALL_TIMEOUT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            print(f"  {' '.join(command)} failed: {exc}")
-        if shutil.which("wrk"):
-            return shutil.which("wrk")
-    sys.exit("cannot install wrk (Debian package `wrk`); install it and run again")
-
-
-def pinned(command, cpus):
-    """`command` run on the given CPUs (taskset), or as it is when cpus is None."""
-    return command if cpus is None else ["taskset", "-c", ",".join(map(str, cpus)), *command]
-
-
 def choose_cpus(mode):
     """{"edge": cpus, "others": cpus} (None: leave it to the kernel).
 
     split: the edge alone on the last CPU, the node and wrk on the others, as the router
     would be apart from its nodes and clients in a deployment; this also keeps the figures
-    steady (who shares a CPU with whom is otherwise the kernel's draw, and a loopback round
-    trip costs several times more when the other CPU must be woken)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if mode == "none" or len(cpus) < 2 or not shutil.which("taskset"):
+    steady (see common.split_cpus)."""
+    split = split_cpus() if mode == "split" else None
+    if split is None:
         if mode == "split":
-            print("  (--pin split needs 2 CPUs and taskset; running unpinned)", flush=True)
+            print("  (--pin split needs 2 CPUs; running unpinned)", flush=True)
         return {"edge": None, "others": None}
-    return {"edge": cpus[-1:], "others": cpus[:-1]}
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process (all its threads), from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def children(pid):
-    """The pids whose parent is `pid`, from /proc/*/stat."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-        except (OSError, IndexError, ValueError):
-            pass
-    return found
-
-
-class Process:
-    """A child in its own process group, stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, command, log_path):
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                         env=child_env(), cwd=os.path.dirname(log_path),
-                                         start_new_session=True)
-
-    def cpu_seconds(self):
-        return cpu_seconds(self.proc.pid)
-
-    def check_alive(self, what):
-        if self.proc.poll() is not None:
-            with open(self.log_path, errors="replace") as log:
-                tail = log.read()[-3000:]
-            raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                return self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                print(f"  process {self.proc.pid} ignored SIGTERM; killing it", flush=True)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return self.proc.wait(timeout=STOP_TIMEOUT)
-
-
-class Children:
-    """The child processes of a Process (the router's nodes): CPU time summed over them."""
-
-    def __init__(self, parent):
-        self.parent = parent
-
-    def cpu_seconds(self):
-        return sum(cpu_seconds(pid) for pid in children(self.parent.proc.pid))
-
-
-def start_node(workdir, fsync, cpus):
-    port = free_port()
-    node = Process(pinned([sys.executable, os.path.join(REPO_ROOT, "run_node.py"), "-p", str(port),
-                           "--data-dir", os.path.join(workdir, "node"), "--fsync", fsync,
-                           "--log-level", "WARNING", "master"], cpus),
-                   os.path.join(workdir, "node.log"))
-    from yaddb import Client
-    endpoint = f"tcp://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
-    with Client(endpoint, timeout=1.0) as client:
-        while True:
-            node.check_alive("the node")
-            try:
-                if client.ping():
-                    return node, endpoint
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                node.stop()
-                raise RuntimeError("the node did not answer in time")
-            time.sleep(0.05)
+    return {"edge": sorted(split[0]), "others": sorted(split[1])}
 
 
 def start_edge(workdir, endpoint, server, threads, cpus):
+    """The edge (bench/edge_server.py) in front of `endpoint`: (child, HTTP port)."""
     port = free_port()
-    edge = Process(pinned([sys.executable, "-m", "yaddb.http_edge.server", "--backend", endpoint,
-                           "-p", str(port), "--threads", str(threads), "--server", server,
-                           "--log-level", "WARNING"], cpus),
-                   os.path.join(workdir, f"edge-{server}.log"))
-    return wait_http(edge, port, f"the edge ({server})", START_TIMEOUT), port
-
-
-def wait_http(proc, port, what, timeout, stop=None):
-    """`proc` once GET /ping on `port` answers PONG; stopped (`stop`, default proc.stop) and
-    an error after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc.check_alive(what)
-        try:
-            status, body = http_call(port, "GET", "/ping")
-            if status == 200 and body == b"PONG":
-                return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            (stop or proc.stop)()
-            raise RuntimeError(f"{what} did not answer in time")
-        time.sleep(0.05)
-
-
-def start_cluster(workdir, cpus):
-    """run_router.py with no --nodes (it starts 2 nodes): (router Process, HTTP port)."""
-    port = free_port()
-    router = Process(pinned([sys.executable, os.path.join(REPO_ROOT, "run_router.py"), "-p",
-                             str(port), "--zmq-port", str(free_port()), "--data-dir",
-                             os.path.join(workdir, "cluster"), "--log-level", "WARNING"], cpus),
-                     os.path.join(workdir, "router.log"))
-    return wait_http(router, port, "the cluster (run_router.py)", CLUSTER_START_TIMEOUT,
-                     lambda: stop_cluster(router)), port
+    edge = launch(f"edge-{server}", [sys.executable, os.path.join(BENCH_DIR, "edge_server.py"),
+                                     "--backend", endpoint, "-p", str(port), "--threads",
+                                     str(threads), "--server", server], workdir, cpus=cpus)
+    wait_ready(edge, answers_http_ping(port))
+    return edge, port
 
 
 def stop_cluster(router):
-    """SIGTERM to the router's group (it stops its nodes); then SIGKILL any node left over."""
-    nodes = children(router.proc.pid)
+    """SIGTERM to the router (it stops its nodes); then SIGKILL any node left over."""
+    nodes = child_pids(router.pid)
     code = router.stop()
     if code not in (0, -signal.SIGTERM):
         print(f"  the router exited with {code} on SIGTERM", flush=True)
@@ -271,17 +113,6 @@ def stop_cluster(router):
             os.killpg(pid, signal.SIGKILL)  # each node leads its own process group
         except ProcessLookupError:
             pass
-
-
-def http_call(port, method, path, body=None, content_type=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        headers = {"Content-Type": content_type} if content_type else {}
-        conn.request(method, path, body=body, headers=headers)
-        reply = conn.getresponse()
-        return reply.status, reply.read()
-    finally:
-        conn.close()
 
 
 def parse_wrk(output):
@@ -303,43 +134,47 @@ def parse_wrk(output):
     return result
 
 
-def run_wrk(wrk, port, path, script, args, edge, node):
-    command = pinned([wrk, f"-t{args.wrk_threads}", f"-c{args.connections}",
-                      f"-d{args.duration}s", "--latency", "--timeout", "5s"], args.cpus["others"])
+def run_wrk(wrk, port, path, script, args, workdir, meters):
+    """One wrk run; its figures and, from `meters` (two functions giving CPU seconds so far:
+    the edge's, the node's), each one's CPU time per request."""
+    command = [wrk, f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s",
+               "--latency", "--timeout", "5s"]
     if script:
         command += ["-s", script]
-    command.append(f"http://127.0.0.1:{port}{path}")
-    edge_cpu, node_cpu = edge.cpu_seconds(), node.cpu_seconds()
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=args.duration + 60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    result = parse_wrk(done.stdout)
+    command.append(f"http://{LOCALHOST}:{port}{path}")
+    before = [meter() for meter in meters]
+    code, output = run_to_end("wrk", command, workdir, ours=False, timeout=args.duration + 60,
+                              cpus=args.cpus["others"])
+    if code != 0:
+        raise BenchError(f"wrk failed ({'timed out' if code is None else code}): {output}")
+    result = parse_wrk(output)
     requests = max(1, result["requests"])
-    result["edge_us"] = (edge.cpu_seconds() - edge_cpu) / requests * 1e6
-    result["node_us"] = (node.cpu_seconds() - node_cpu) / requests * 1e6
+    result["edge_us"], result["node_us"] = (
+        (meter() - start) / requests * 1e6 for meter, start in zip(meters, before))
     return result
 
 
 def measure(wrk, args, workdir, node, endpoint, server, scripts):
     edge, port = start_edge(workdir, endpoint, server, args.threads, args.cpus["edge"])
     try:
-        return workloads(wrk, args, port, edge, node, scripts, f"the edge ({server})")
+        meters = (lambda: cpu_seconds(edge.pid), lambda: cpu_seconds(node.pid))
+        return workloads(wrk, args, port, edge, meters, scripts, workdir)
     finally:
         code = edge.stop()
         if code not in (0, -signal.SIGTERM):
             print(f"  the edge ({server}) exited with {code} on SIGTERM", flush=True)
 
 
-def workloads(wrk, args, port, edge, node, scripts, what):
-    """A 1 s warm-up on /ping (connections, threads and their Clients), then each workload."""
+def workloads(wrk, args, port, front, meters, scripts, workdir):
+    """A 1 s warm-up on /ping (connections, threads and their Clients), then each workload;
+    `front` is the process serving HTTP."""
     run_wrk(wrk, port, "/ping", None, argparse.Namespace(**{**vars(args), "duration": 1}),
-            edge, node)
+            workdir, meters)
     results = {}
     for name, path, script in (("/ping", "/ping", None), ("/query", "/query", scripts["query"]),
                                ("/set", "/set", scripts["set"])):
-        results[name] = run_wrk(wrk, port, path, script, args, edge, node)
-        edge.check_alive(what)
+        results[name] = run_wrk(wrk, port, path, script, args, workdir, meters)
+        check_running(front)
     return results
 
 
@@ -353,6 +188,18 @@ def write_scripts(workdir, key):
     return scripts
 
 
+def keep_best(best, results):
+    """Fold one round into `best`: per workload the round with the most requests/s, and the
+    lowest edge CPU per request of any round. True if a request failed."""
+    failed = False
+    for name, r in results.items():
+        failed |= bool(r["non2xx"] or r["socket_errors"])
+        if name not in best or r["rps"] > best[name]["rps"]:
+            best[name] = r
+        best[name]["edge_us_min"] = min(r["edge_us"], best[name].get("edge_us_min", float("inf")))
+    return failed
+
+
 def run_cluster(wrk, args):
     """--cluster: the workloads against run_router.py and its own 2 nodes."""
     print(f"cluster benchmark (run_router.py, 2 nodes): {args.connections} connections, "
@@ -361,29 +208,77 @@ def run_cluster(wrk, args):
     best, failed = {}, False
     with ExitStack() as stack:
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="yaddb-bench-http-"))
-        router, port = start_cluster(workdir, args.cpus["edge"])
+        router, _, port = start_router(workdir, ["--data-dir", os.path.join(workdir, "cluster"),
+                                                 "--log-level", "WARNING"],
+                                       args.cpus["edge"], CLUSTER_START_TIMEOUT_S)
         stack.callback(stop_cluster, router)
         status, body = http_call(port, "PUT", "/set", json.dumps(
             {"content_type": "text/plain", "encoding": "utf-8", "value": "q" * VALUE_SIZE}),
             "application/json")
         if status != 200:
-            raise RuntimeError(f"PUT /set answered {status}: {body[:300]!r}")
+            raise BenchError(f"PUT /set answered {status}: {body[:300]!r}")
         scripts = write_scripts(workdir, bytes.fromhex(next(iter(json.loads(body)))))
+        # the router's own CPU, and its children's: the nodes it started
+        meters = (lambda: cpu_seconds(router.pid),
+                  lambda: sum(cpu_seconds(pid) for pid in child_pids(router.pid)))
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}", flush=True)
-            results = workloads(wrk, args, port, router, Children(router), scripts,
-                                "the cluster (run_router.py)")
+            results = workloads(wrk, args, port, router, meters, scripts, workdir)
             show("cluster", results, ("router", "nodes"))
-            for name, r in results.items():
-                failed |= bool(r["non2xx"] or r["socket_errors"])
-                if name not in best or r["rps"] > best[name]["rps"]:
-                    best[name] = r
+            failed |= keep_best(best, results)
     ratios = {name: best[name]["rps"] / best["/ping"]["rps"] for name in ("/query", "/set")}
     print(f"best of rounds (req/s): /ping {best['/ping']['rps']:.0f}  /query "
           f"{best['/query']['rps']:.0f}  /set {best['/set']['rps']:.0f}", flush=True)
     print(f"/query / /ping = {ratios['/query']:.2f}x (goal >= {GOAL_RATIO}x: "
-          f"{'PASS' if ratios['/query'] >= GOAL_RATIO else 'MISS'})   "
+          f"{verdict(ratios['/query'] >= GOAL_RATIO)})   "
           f"/set / /ping = {ratios['/set']:.2f}x", flush=True)
+    return finish(args, best, failed)
+
+
+def run_edge(wrk, args):
+    """The workloads against the edge in front of one node, for each of --servers."""
+    from edge_server import DEFAULT_SERVER, DEFAULT_THREADS, SERVERS
+    args.threads = args.threads or DEFAULT_THREADS
+    servers = (args.servers or DEFAULT_SERVER).split(",")
+    for server in servers:
+        if server not in SERVERS:
+            raise BenchError(f"unknown server {server!r}; known: {sorted(SERVERS)}")
+        if importlib.util.find_spec(server) is None:  # each is the module of its name
+            raise BenchError(f"{server} is not installed: pip install {server} (only "
+                             f"{DEFAULT_SERVER} is in requirements.txt)")
+    print(f"HTTP edge benchmark: {args.connections} connections, {args.wrk_threads} wrk "
+          f"threads, {args.duration} s per workload, edge threads {args.threads}, node "
+          f"--fsync {args.fsync}, {os.cpu_count()} CPUs (pin: {args.pin} {args.cpus}); servers "
+          f"{', '.join(servers)}, {args.rounds} round(s)", flush=True)
+
+    best = {server: {} for server in servers}
+    failed = False
+    with ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="yaddb-bench-http-"))
+        node, node_port = start_node(workdir, "node", ["--fsync", args.fsync, "--log-level",
+                                                       "WARNING", "master"], args.cpus["others"])
+        stack.callback(node.stop)
+        with client_to(node_port, timeout=2.0) as client:
+            key = client.set(None, "q" * VALUE_SIZE, content_type="text/plain", encoding="utf-8")
+        scripts = write_scripts(workdir, key)
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}", flush=True)
+            for server in servers:
+                results = measure(wrk, args, workdir, node, f"tcp://{LOCALHOST}:{node_port}",
+                                  server, scripts)
+                show(server, results)
+                failed |= keep_best(best[server], results)
+            check_running(node)
+
+    print("best of rounds (req/s; edge CPU us/req, lowest of rounds):")
+    for server in servers:
+        b = best[server]
+        ratio = b["/query"]["rps"] / b["/ping"]["rps"]
+        print(f"  {server:9s} /ping {b['/ping']['rps']:7.0f} ({b['/ping']['edge_us_min']:.0f} us)  "
+              f"/query {b['/query']['rps']:7.0f} ({b['/query']['edge_us_min']:.0f} us)  "
+              f"/set {b['/set']['rps']:7.0f} ({b['/set']['edge_us_min']:.0f} us)  "
+              f"/query / /ping = {ratio:.2f}x (goal >= {GOAL_RATIO}x: "
+              f"{verdict(ratio >= GOAL_RATIO)})", flush=True)
     return finish(args, best, failed)
 
 
@@ -397,7 +292,6 @@ def show(server, results, labels=("edge", "node")):
               f"{labels[1]} {r['node_us']:4.0f} us/req{total}{flag}", flush=True)
 
 
-
 def finish(args, best, failed) -> int:
     """Write --json if asked; the exit status: 1 if any request failed."""
     if args.json:
@@ -406,6 +300,7 @@ def finish(args, best, failed) -> int:
     if failed:
         print("some requests failed (non-2xx or socket errors): see the lines marked !!")
     return int(bool(failed))
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -429,60 +324,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.pin = args.pin or ("none" if args.cluster else "split")
     args.cpus = choose_cpus(args.pin)
-    if args.cluster:
-        return run_cluster(ensure_wrk(), args)
-
-    from yaddb import Client
-    from yaddb.http_edge import server as edge_server
-    args.threads = args.threads or edge_server.DEFAULT_THREADS
-    servers = (args.servers or edge_server.DEFAULT_BACKEND).split(",")
-    for server in servers:
-        if server not in edge_server.BACKENDS:
-            sys.exit(f"unknown server {server!r}; known: {sorted(edge_server.BACKENDS)}")
-        module = {"cheroot": "cheroot", "waitress": "waitress"}[server]
-        if subprocess.run([sys.executable, "-c", f"import {module}"], env=child_env(),
-                          capture_output=True).returncode != 0:
-            sys.exit(f"{server} is not installed: pip install {module} (only "
-                     f"{edge_server.DEFAULT_BACKEND} is in requirements.txt)")
-    wrk = ensure_wrk()
-    print(f"HTTP edge benchmark: {args.connections} connections, {args.wrk_threads} wrk "
-          f"threads, {args.duration} s per workload, edge threads {args.threads}, node "
-          f"--fsync {args.fsync}, {os.cpu_count()} CPUs (pin: {args.pin} {args.cpus}); servers "
-          f"{', '.join(servers)}, {args.rounds} round(s)", flush=True)
-    print(f"edge default: {edge_server.DEFAULT_BACKEND}. {edge_server.CHOICE_SUMMARY}", flush=True)
-
-    best = {server: {} for server in servers}
-    failed = False
-    with ExitStack() as stack:
-        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="yaddb-bench-http-"))
-        node, endpoint = start_node(workdir, args.fsync, args.cpus["others"])
-        stack.callback(node.stop)
-        with Client(endpoint, timeout=2.0) as client:
-            key = client.set(None, "q" * VALUE_SIZE, content_type="text/plain", encoding="utf-8")
-        scripts = write_scripts(workdir, key)
-        for round_no in range(1, args.rounds + 1):
-            print(f"round {round_no}", flush=True)
-            for server in servers:
-                results = measure(wrk, args, workdir, node, endpoint, server, scripts)
-                show(server, results)
-                for name, r in results.items():
-                    failed |= bool(r["non2xx"] or r["socket_errors"])
-                    if name not in best[server] or r["rps"] > best[server][name]["rps"]:
-                        best[server][name] = r
-                    best[server][name]["edge_us_min"] = min(
-                        r["edge_us"], best[server][name].get("edge_us_min", float("inf")))
-            node.check_alive("the node")
-
-    print("best of rounds (req/s; edge CPU us/req, lowest of rounds):")
-    for server in servers:
-        b = best[server]
-        ratio = b["/query"]["rps"] / b["/ping"]["rps"]
-        verdict = "PASS" if ratio >= GOAL_RATIO else "MISS"
-        print(f"  {server:9s} /ping {b['/ping']['rps']:7.0f} ({b['/ping']['edge_us_min']:.0f} us)  "
-              f"/query {b['/query']['rps']:7.0f} ({b['/query']['edge_us_min']:.0f} us)  "
-              f"/set {b['/set']['rps']:7.0f} ({b['/set']['edge_us_min']:.0f} us)  "
-              f"/query / /ping = {ratio:.2f}x (goal >= {GOAL_RATIO}x: {verdict})", flush=True)
-    return finish(args, best, failed)
+    interrupt_on_sigterm()
+    try:
+        return (run_cluster if args.cluster else run_edge)(ensure_command("wrk", "wrk"), args)
+    except BenchError as exc:
+        print(f"bench_http: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

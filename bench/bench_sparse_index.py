@@ -13,6 +13,7 @@ from bisect import bisect_right
 
 import mmh3
 
+import common  # noqa: F401  (puts the repository on sys.path, for yaddb)
 from yaddb.lsm.memtable import Memtable
 
 

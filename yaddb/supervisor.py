@@ -163,7 +163,8 @@ class Child:
 
 
 def stop_all(children: Iterable[Child], timeout: float = 10.0) -> None:
-    """Stop children together: SIGTERM to all at once, one shared deadline, SIGKILL after it."""
+    """Stop children together: SIGTERM to all at once, one shared deadline, SIGKILL after it,
+    then SIGKILL whatever each left in its process group, as Child.stop does for one."""
     children = list(children)
     for child in children:
         child.terminate()
@@ -172,6 +173,7 @@ def stop_all(children: Iterable[Child], timeout: float = 10.0) -> None:
         if child.wait(max(0.0, deadline - time.monotonic())) is None and child.running:
             log.warning("%s did not stop within %g s; killing it", child.name, timeout)
             child.kill()
+        child.signal(signal.SIGKILL)
 
 
 class Supervisor:
