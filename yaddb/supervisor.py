@@ -118,10 +118,14 @@ class Child:
                 pass
 
     def terminate(self) -> None:
-        """Ask the child to stop (SIGTERM) without waiting; see wait()."""
+        """Ask the child to stop (SIGTERM) without waiting; see wait(). Only the child gets
+        SIGTERM: stopping its own workers, in their time, is part of its clean stop."""
         if self.running:
-            self.signal(signal.SIGCONT)  # a stopped (SIGSTOP) child could not act on SIGTERM
-            self.signal(signal.SIGTERM)
+            self.signal(signal.SIGCONT)  # a stopped (SIGSTOP) group could not act on SIGTERM
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         """The exit code, or None if it still runs after `timeout` seconds."""

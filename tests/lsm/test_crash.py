@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -24,9 +23,9 @@ from typing import Optional
 import pytest
 
 from yaddb.lsm import Engine
-from tests.helpers import wait_for
+from tests import proc_table
+from tests.helpers import child_env, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 18
 # The kill points come from this seed; set YADDB_CRASH_SEED to explore others.
 SEED = int(os.environ.get("YADDB_CRASH_SEED", "0x59414442"), 0)
@@ -37,13 +36,14 @@ CHILD = textwrap.dedent("""
     from yaddb.lsm import Engine
 
     path, seed, mode, memtable_bytes = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    acks = os.open(sys.argv[5], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     rng = random.Random(seed)
     keys = [b"key%03d" % i for i in range(90)] + [b"\\x00", b"\\x00\\xff", b"\\xff" * 16, b"z" * 1024]
 
-    def emit(line):
+    def emit(line):  # into the acks file, not stdout: warnings on stderr cannot mix in
         data = (line + "\\n").encode()
         while data:
-            data = data[os.write(1, data):]
+            data = data[os.write(acks, data):]
 
     def value(i):
         # Unique per write (seed, counter), random length, sometimes empty.
@@ -101,35 +101,10 @@ def apply(model: dict, op: Op) -> None:
 
 # ---- processes ---------------------------------------------------------------------------------
 
-def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
-    """(state, process group) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            stat = file.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[0], int(fields[2])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
 def live_group_members(pgid: int) -> dict[int, str]:
     """pid -> command line of every live (not zombie) process in process group pgid."""
-    members = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = _proc_stat(int(name))
-        if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
-            members[int(name)] = _cmdline(int(name))
-    return members
+    return {pid: proc_table.cmdline(pid) for pid in proc_table.all_pids()
+            if proc_table.group_of(pid) == pgid and proc_table.proc(pid)}
 
 
 def workers_in_group(pgid: int) -> dict[int, str]:
@@ -173,13 +148,12 @@ def check_against_model(engine: Engine, model: dict, context: str) -> None:
         assert engine.get(absent) is None
 
 
-def test_sigkill_at_random_points_loses_no_acknowledged_write(tmp_path):
+def test_sigkill_at_random_points_loses_no_acknowledged_write(tmp_path, processes):
     rng = random.Random(SEED)
     data_dir = tmp_path / "data"
     child_script = tmp_path / "child.py"
     child_script.write_text(CHILD)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env = child_env()
 
     model: dict[bytes, Optional[bytes]] = {}
     sequence = 0            # the engine's sequence as of the last check
@@ -193,19 +167,20 @@ def test_sigkill_at_random_points_loses_no_acknowledged_write(tmp_path):
         kill_group = round_no % 2 == 1   # else only the child dies and its worker must notice
         out_path = tmp_path / f"round{round_no}.out"
         err_path = tmp_path / f"round{round_no}.err"
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            child = subprocess.Popen(
-                [sys.executable, str(child_script), str(data_dir), str(rng.randrange(1 << 30)),
-                 mode, str(memtable_bytes)],
-                stdout=out, stderr=err, env=env, start_new_session=True)
+        out_path.touch()  # the child appends to it
+        child = processes.child(
+            f"round {round_no}", [sys.executable, str(child_script), str(data_dir),
+                                  str(rng.randrange(1 << 30)), mode, str(memtable_bytes),
+                                  str(out_path)],
+            log_path=str(err_path), env=env, tie=False)  # its own process group
         groups.append(child.pid)
         output = Output(out_path)
         workers: dict[int, str] = {}
         try:
             def alive() -> None:
-                if child.poll() is not None and b"END" not in output.refresh():
+                if not child.running and b"END" not in output.refresh():
                     pytest.fail(f"round {round_no}: the child exited by itself "
-                                f"(code {child.returncode}):\n{err_path.read_text()[-3000:]}")
+                                f"(code {child.returncode}):\n{child.log_tail(3000)}")
 
             if early_kill:
                 time.sleep(rng.uniform(0.0, 0.3))
@@ -234,18 +209,13 @@ def test_sigkill_at_random_points_loses_no_acknowledged_write(tmp_path):
                 os.killpg(child.pid, signal.SIGKILL)
             else:
                 os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=DEADLINE)
+            assert child.wait(DEADLINE) == -signal.SIGKILL, (
+                f"round {round_no}: the child did not die of the kill:\n{child.log_tail(3000)}")
             # The engine's workers exit when their stdin closes, i.e. when the child dies.
             wait_for(lambda: not live_group_members(child.pid),
                      f"round {round_no}: workers {workers} to exit after the child was killed")
         finally:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if child.returncode is None:
-                child.kill()
-                child.wait(timeout=DEADLINE)
+            child.kill()  # the whole group, and reaped
 
         # ---- what the child acknowledged ---------------------------------------------------
         lines = output.refresh().split(b"\n")[:-1]  # a cut-off last line does not count

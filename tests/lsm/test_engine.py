@@ -4,7 +4,8 @@ import threading
 import pytest
 
 from yaddb.errors import DataDirLocked, EngineClosed, InvalidKey, ValueTooLarge, YaddbError
-from yaddb.lsm import MAX_KEY_BYTES, Engine
+from yaddb.limits import MAX_KEY_BYTES
+from yaddb.lsm import Engine
 
 
 def test_put_get_delete_and_sequence_numbers(open_engine):

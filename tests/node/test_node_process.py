@@ -1,26 +1,16 @@
 """Real run_node.py processes: kill -9, clean shutdown, restart, configuration."""
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from yaddb import Client
-from tests.helpers import REPO_ROOT, NodeProcess, child_env, free_port
+from yaddb.errors import ValueTooLarge
+from tests.helpers import child_env, free_port, run_script
 
 
-@pytest.fixture
-def nodes():
-    started = []
-    yield started
-    for node in started:
-        node.kill()
-
-
-def test_kill_9_loses_no_acknowledged_write_and_restart_serves_it(tmp_path, nodes):
+def test_kill_9_loses_no_acknowledged_write_and_restart_serves_it(tmp_path, processes):
     data = tmp_path / "data"
-    node = NodeProcess(data, "--memtable-bytes", "4096")
-    nodes.append(node)
+    node = processes.node(data, "--memtable-bytes", "4096")
     node.wait_ready()
     with Client(node.endpoint, timeout=10) as client:
         for i in range(300):
@@ -29,8 +19,7 @@ def test_kill_9_loses_no_acknowledged_write_and_restart_serves_it(tmp_path, node
             assert client.delete(b"key%03d" % i)
         client.mset([(b"batch%d" % i, b"b%d" % i) for i in range(50)])
     assert node.kill(signal.SIGKILL) == -signal.SIGKILL
-    node = NodeProcess(data, port=node.port)
-    nodes.append(node)
+    node = processes.node(data, port=node.port)
     node.wait_ready()
     with Client(node.endpoint, timeout=10) as client:
         for i in range(300):
@@ -41,38 +30,33 @@ def test_kill_9_loses_no_acknowledged_write_and_restart_serves_it(tmp_path, node
         assert client.stats()["sequence"] == 300 + 43 + 50
 
 
-def test_sigterm_stops_cleanly_and_a_restart_on_another_port_has_the_data(tmp_path, nodes):
+def test_sigterm_stops_cleanly_and_a_restart_on_another_port_has_the_data(tmp_path, processes):
     data = tmp_path / "data"
-    node = NodeProcess(data)
-    nodes.append(node)
+    node = processes.node(data)
     node.wait_ready()
     with Client(node.endpoint, timeout=10) as client:
         client.set(b"k", b"v")
     assert node.stop() == 0
     assert "stopped" in node.log()
-    node = NodeProcess(data)  # a new free port: the data belongs to the directory, not the port
-    nodes.append(node)
+    node = processes.node(data)  # a new free port: the data belongs to the directory, not the port
     node.wait_ready()
     with Client(node.endpoint, timeout=10) as client:
         assert client.get(b"k").value == b"v"
 
 
-def test_a_second_node_on_the_same_data_dir_exits_with_a_clear_error(tmp_path, nodes):
+def test_a_second_node_on_the_same_data_dir_exits_with_a_clear_error(tmp_path, processes):
     data = tmp_path / "data"
-    first = NodeProcess(data)
-    nodes.append(first)
+    first = processes.node(data)
     first.wait_ready()
-    second = NodeProcess(data, log_path=tmp_path / "second.log")
-    nodes.append(second)
+    second = processes.node(data, log_path=tmp_path / "second.log")
     assert second.proc.wait(timeout=60) == 1
     assert "in use by another process" in second.log()
     with Client(first.endpoint, timeout=10) as client:
         assert client.ping()
 
 
-def _run_node(args, cwd, env=None, timeout=60):
-    return subprocess.run([sys.executable, str(REPO_ROOT / "run_node.py"), *args], cwd=cwd,
-                          env=env or child_env(), capture_output=True, text=True, timeout=timeout)
+def _run_node(args, cwd):
+    return run_script("run_node.py", *args, cwd=cwd)
 
 
 def test_help_names_every_flags_environment_variable(tmp_path):
@@ -84,18 +68,17 @@ def test_help_names_every_flags_environment_variable(tmp_path):
         _run_node(["slave", "--help"], tmp_path).stdout
 
 
-def test_settings_come_from_flags_then_environment_then_dotenv(tmp_path, nodes):
+def test_settings_come_from_flags_then_environment_then_dotenv(tmp_path, processes):
     port = free_port()
     (tmp_path / ".env").write_text(f"YADDB_PORT={port}\nYADDB_FSYNC=never\nYADDB_DATA_DIR=from-dotenv\n"
                                    f"YADDB_PUB_PORT={free_port()}\n")  # not PORT+1: it may be taken
     env = child_env(YADDB_FSYNC="interval")  # the environment beats .env
-    node = NodeProcess(tmp_path / "from-dotenv", port=port, env=env,
-                       command=["--max-value-bytes", "100", "master"])  # a flag beats both
-    nodes.append(node)
+    node = processes.node(tmp_path / "from-dotenv", port=port, env=env,
+                          command=["--max-value-bytes", "100", "master"])  # a flag beats both
     node.wait_ready()
     with Client(node.endpoint, timeout=10, max_value_bytes=1000) as client:
         assert client.stats()["fsync"] == "interval"
-        with pytest.raises(Exception, match="limit is 100"):
+        with pytest.raises(ValueTooLarge, match="limit is 100"):
             client.set(b"k", b"x" * 101)
     assert (tmp_path / "from-dotenv" / "MANIFEST").exists()
 

@@ -15,36 +15,23 @@ import pytest
 from yaddb import Client
 from yaddb.errors import Unavailable, YaddbError
 from yaddb.lsm import Engine
-from tests.helpers import NodeProcess, free_port, wait_for
-from tests.router.test_run_router import RouterProcess
+from tests.helpers import NodeProcess, Processes, free_port, wait_for
 
 
-@pytest.fixture
-def procs():
-    started: list = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
+def start_master(processes: Processes, data_dir, **kwargs) -> NodeProcess:
+    return processes.node(data_dir, "--fsync", "interval", **kwargs).wait_ready()
 
 
-def start_master(procs, data_dir, **kwargs) -> NodeProcess:
-    node = NodeProcess(data_dir, "--fsync", "interval", **kwargs).wait_ready()
-    procs.append(node)
-    return node
-
-
-def start_slave(procs, data_dir, master: NodeProcess | None, **kwargs) -> NodeProcess:
+def start_slave(processes: Processes, data_dir, master: NodeProcess | None, **kwargs) -> NodeProcess:
     role = ("slave",) if master is None else \
         ("slave", "--master-host", "127.0.0.1", "--master-port", str(master.port))
-    node = NodeProcess(data_dir, "--fsync", "interval", role=role, **kwargs).wait_ready()
-    procs.append(node)
-    return node
+    return processes.node(data_dir, "--fsync", "interval", role=role, **kwargs).wait_ready()
 
 
-def master_and_slave(procs, tmp_path, writes: int, delete_every: int = 0) -> tuple[NodeProcess, NodeProcess]:
+def master_and_slave(processes, tmp_path, writes: int, delete_every: int = 0) -> tuple[NodeProcess, NodeProcess]:
     """A master with `writes` keys written, and a slave in sync with it."""
-    master = start_master(procs, tmp_path / "master")
-    slave = start_slave(procs, tmp_path / "slave", master)
+    master = start_master(processes, tmp_path / "master")
+    slave = start_slave(processes, tmp_path / "slave", master)
     write(master, 0, writes, delete_every)
     wait_for(lambda: in_sync(master, slave), "the slave to catch up")
     return master, slave
@@ -88,10 +75,10 @@ def assert_same_content(master: NodeProcess, slave: NodeProcess, expected_keys: 
     assert on_slave == on_master
 
 
-def test_a_late_joiner_after_10k_writes_gets_everything_and_then_the_new_writes(tmp_path, procs):
-    master = start_master(procs, tmp_path / "master")
+def test_a_late_joiner_after_10k_writes_gets_everything_and_then_the_new_writes(tmp_path, processes):
+    master = start_master(processes, tmp_path / "master")
     write(master, 0, 10_000, delete_every=10)
-    slave = start_slave(procs, tmp_path / "slave", master)
+    slave = start_slave(processes, tmp_path / "slave", master)
     wait_for(lambda: in_sync(master, slave), "the late joiner to catch up")
     assert replication(slave)["full_syncs"] == 1
     write(master, 10_000, 500, delete_every=5)
@@ -103,8 +90,8 @@ def test_a_late_joiner_after_10k_writes_gets_everything_and_then_the_new_writes(
     assert_same_content(master, slave, 9_000 + 400)
 
 
-def test_a_slave_killed_mid_stream_resumes_from_where_it_was(tmp_path, procs):
-    master, slave = master_and_slave(procs, tmp_path, 2_000)
+def test_a_slave_killed_mid_stream_resumes_from_where_it_was(tmp_path, processes):
+    master, slave = master_and_slave(processes, tmp_path, 2_000)
     writer = threading.Thread(target=write, args=(master, 2_000, 6_000, 3))
     writer.start()
     try:
@@ -112,51 +99,51 @@ def test_a_slave_killed_mid_stream_resumes_from_where_it_was(tmp_path, procs):
         slave.kill()
     finally:
         writer.join()
-    slave = start_slave(procs, tmp_path / "slave", master)
+    slave = start_slave(processes, tmp_path / "slave", master)
     wait_for(lambda: in_sync(master, slave), "the restarted slave to catch up")
     assert replication(slave)["full_syncs"] == 0  # from its saved position, not a snapshot
     assert_same_content(master, slave, 8_000 - 2_000)
 
 
-def test_a_master_restarted_while_its_slave_runs_keeps_it_in_sync(tmp_path, procs):
-    master, slave = master_and_slave(procs, tmp_path, 1_000, delete_every=4)
+def test_a_master_restarted_while_its_slave_runs_keeps_it_in_sync(tmp_path, processes):
+    master, slave = master_and_slave(processes, tmp_path, 1_000, delete_every=4)
     master.kill(signal.SIGKILL)
     with Client(slave.endpoint, timeout=5) as client:  # the slave serves reads meanwhile
         assert client.get(b"key000001").value == b"value 1"
-    master = start_master(procs, tmp_path / "master", port=master.port)
+    master = start_master(processes, tmp_path / "master", port=master.port)
     write(master, 1_000, 1_000, delete_every=4)
     wait_for(lambda: in_sync(master, slave), "the slave to follow the restarted master")
     assert replication(slave)["full_syncs"] == 1  # the first one only: it went on from the log
     assert_same_content(master, slave, 1_500)
 
 
-def test_a_slave_with_writes_its_master_lost_converges_on_the_masters_new_writes(tmp_path, procs):
+def test_a_slave_with_writes_its_master_lost_converges_on_the_masters_new_writes(tmp_path, processes):
     """A master that loses its last writes (a power cut under --fsync interval: here its data
     dir is put back as it was before them) and then writes past that point: the slave must not
     keep the lost writes as if they were the new ones with the same sequence numbers."""
-    master, slave = master_and_slave(procs, tmp_path, 100)
+    master, slave = master_and_slave(processes, tmp_path, 100)
     master.stop()
     shutil.copytree(tmp_path / "master", tmp_path / "master-before")
-    master = start_master(procs, tmp_path / "master", port=master.port)
+    master = start_master(processes, tmp_path / "master", port=master.port)
     write(master, 100, 50)  # the writes to be lost; the slave gets them
     wait_for(lambda: in_sync(master, slave), "the slave to get the writes to be lost")
     slave.stop()
     master.stop()
     shutil.rmtree(tmp_path / "master")
     shutil.copytree(tmp_path / "master-before", tmp_path / "master")
-    master = start_master(procs, tmp_path / "master", port=master.port)
+    master = start_master(processes, tmp_path / "master", port=master.port)
     with Client(master.endpoint, timeout=5, direct=False) as client:  # other writes, same numbers
         client.mset([(b"other%03d" % i, b"x") for i in range(80)])
-    slave = start_slave(procs, tmp_path / "slave", master)
+    slave = start_slave(processes, tmp_path / "slave", master)
     assert_same_content(master, slave, 180)
 
 
-def test_a_slave_never_keeps_a_key_its_master_deleted_while_it_was_down(tmp_path, procs):
-    master, slave = master_and_slave(procs, tmp_path, 300)
+def test_a_slave_never_keeps_a_key_its_master_deleted_while_it_was_down(tmp_path, processes):
+    master, slave = master_and_slave(processes, tmp_path, 300)
     slave.stop()
     with Client(master.endpoint, timeout=5, direct=False) as client:
         assert client.mdelete([b"key%06d" % i for i in range(300)]) == [True] * 300
-    slave = start_slave(procs, tmp_path / "slave", master)
+    slave = start_slave(processes, tmp_path / "slave", master)
     wait_for(lambda: in_sync(master, slave), "the slave to catch up")
     with Client(slave.endpoint, timeout=5) as client:
         assert client.mget([b"key%06d" % i for i in range(300)]) == [None] * 300
@@ -173,16 +160,15 @@ def _post_subscribe(router, doc: dict) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def test_subscribe_makes_a_waiting_node_a_slave_and_reads_survive_the_master(tmp_path, procs):
-    master = start_master(procs, tmp_path / "master")
+def test_subscribe_makes_a_waiting_node_a_slave_and_reads_survive_the_master(tmp_path, processes):
+    master = start_master(processes, tmp_path / "master")
     write(master, 0, 1_000, delete_every=7)
-    waiting = start_slave(procs, tmp_path / "slave", None)  # no master until /subscribe
+    waiting = start_slave(processes, tmp_path / "slave", None)  # no master until /subscribe
     with Client(waiting.endpoint, timeout=5) as client:
         with pytest.raises(Unavailable, match="catching up"):
             client.get(b"key000001")
-    router = RouterProcess(tmp_path, tmp_path / "unused", "--nodes", master.address,
-                           "--read-preference", "master", "--node-timeout", "0.5").wait_ready()
-    procs.append(router)
+    router = processes.router(tmp_path / "unused", "--nodes", master.address,
+                              "--read-preference", "master", "--node-timeout", "0.5").wait_ready()
     # The errors first: a named master that is none, the master itself, a node not there.
     assert _post_subscribe(router, {"ip": "127.0.0.1", "port": waiting.port,
                                     "master": f"127.0.0.1:{free_port()}"})[0] == 418
@@ -212,18 +198,15 @@ def test_subscribe_makes_a_waiting_node_a_slave_and_reads_survive_the_master(tmp
         with pytest.raises(Unavailable, match="master"):
             client.set(b"key000001", b"new")
     router.stop()
-    procs.remove(router)
-    procs.remove(master)
     on_slave, = contents(waiting)
     assert len(on_slave) == 1_000 - 143
 
 
-def test_a_slave_refuses_to_be_wiped_by_a_master_that_lost_its_data(tmp_path, procs):
-    master, slave = master_and_slave(procs, tmp_path, 500)
+def test_a_slave_refuses_to_be_wiped_by_a_master_that_lost_its_data(tmp_path, processes):
+    master, slave = master_and_slave(processes, tmp_path, 500)
     master.stop()
-    procs.remove(master)
     shutil.rmtree(tmp_path / "master")  # the master comes back empty, a new history
-    master = start_master(procs, tmp_path / "master", port=master.port)
+    master = start_master(processes, tmp_path / "master", port=master.port)
     wait_for(lambda: "REFUSING to replace" in slave.log(), "the slave to refuse loudly")
     assert replication(slave)["ready"] is False
     # An operator's explicit subscribe accepts the master's (empty) data.

@@ -12,13 +12,13 @@ from yaddb.client import _reachable
 from yaddb.errors import Unavailable, YaddbError
 from yaddb.placement import partition_for
 from yaddb.router.server import RouterServer
-from tests.helpers import NodeProcess, free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, processes):
     """Two node processes and a router thread; yields (router endpoint, nodes, router)."""
-    nodes = [NodeProcess(tmp_path / f"node{i}") for i in range(2)]
+    nodes = [processes.node(tmp_path / f"node{i}") for i in range(2)]
     context = zmq.Context()
     router = None
     thread = None
@@ -37,8 +37,6 @@ def cluster(tmp_path):
             router.stop()
             thread.join(30)
         context.term()
-        for node in nodes:
-            node.kill()
 
 
 def test_keys_land_on_their_partition_and_read_back_through_the_router(cluster):
@@ -61,7 +59,7 @@ def test_keys_land_on_their_partition_and_read_back_through_the_router(cluster):
                 assert (item is not None) == (partition_for(key, 2) == index)
 
 
-def test_a_dead_master_gives_unavailable_fast_and_the_other_partition_serves(cluster):
+def test_a_dead_master_gives_unavailable_fast_and_the_other_partition_serves(cluster, processes):
     endpoint, nodes, router = cluster
     keys = {index: [k for k in (b"k%d" % i for i in range(100)) if partition_for(k, 2) == index]
             for index in (0, 1)}
@@ -79,7 +77,7 @@ def test_a_dead_master_gives_unavailable_fast_and_the_other_partition_serves(clu
         assert all(client.get(key).value == b"v" for key in keys[0])
         wait_for(lambda: not router.status()["partitions"][1]["alive"], "partition 1 to be seen down")
         # The node comes back on its port: the router uses it again without a restart.
-        nodes[1] = NodeProcess(nodes[1].data_dir, port=nodes[1].port).wait_ready()
+        nodes[1] = processes.node(nodes[1].data_dir, port=nodes[1].port).wait_ready()
 
         def served() -> bool:
             try:
@@ -115,7 +113,7 @@ def _get_or_none(client, key):
         return None
 
 
-def test_a_direct_client_sends_one_key_calls_straight_to_the_masters(cluster):
+def test_a_direct_client_sends_one_key_calls_straight_to_the_masters(cluster, processes):
     endpoint, nodes, router = cluster
     with Client(endpoint, timeout=4, direct=True) as client:
         keys = [b"d%d" % i for i in range(60)]
@@ -135,21 +133,18 @@ def test_a_direct_client_sends_one_key_calls_straight_to_the_masters(cluster):
             client.get(victim)
         assert time.monotonic() - started < 4 + 1
         assert client.get(survivor).value == survivor
-        nodes[1] = NodeProcess(nodes[1].data_dir, port=nodes[1].port).wait_ready()
+        nodes[1] = processes.node(nodes[1].data_dir, port=nodes[1].port).wait_ready()
         wait_for(lambda: _get_or_none(client, victim) == victim, "the restarted master to serve")
 
 
-def test_a_direct_client_pointed_at_a_node_just_talks_to_it(tmp_path):
-    node = NodeProcess(tmp_path / "node").wait_ready()
-    try:
-        with Client(node.endpoint, timeout=4, direct=True) as client:
-            with pytest.raises(YaddbError, match="ask a router"):
-                client._conn.call("map", [])  # a node has no partition map to give
-            client.set(b"k", b"v")           # so the client sends to the node itself
-            assert client.get(b"k").value == b"v"
-            assert client.direct is False    # and stops asking
-    finally:
-        node.kill()
+def test_a_direct_client_pointed_at_a_node_just_talks_to_it(tmp_path, processes):
+    node = processes.node(tmp_path / "node").wait_ready()
+    with Client(node.endpoint, timeout=4, direct=True) as client:
+        with pytest.raises(YaddbError, match="ask a router"):
+            client._conn.call("map", [])  # a node has no partition map to give
+        client.set(b"k", b"v")           # so the client sends to the node itself
+        assert client.get(b"k").value == b"v"
+        assert client.direct is False    # and stops asking
 
 
 def test_a_client_routes_by_itself_only_to_masters_it_can_reach():

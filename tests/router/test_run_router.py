@@ -2,100 +2,22 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 from yaddb import Client, key_for
 from yaddb.errors import YaddbError
 from yaddb.placement import partition_for
-from tests.helpers import REPO_ROOT, child_env, free_port, signal_group, wait_answering, wait_for
+from tests import proc_table
+from tests.helpers import wait_for
 
 
-class RouterProcess:
-    def __init__(self, tmp_path, data_dir, *args):
-        self.zmq_port = free_port()
-        self.http_port = free_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.zmq_port}"
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.log_path = tmp_path / f"router-{self.zmq_port}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(REPO_ROOT / "run_router.py"), "--zmq-port", str(self.zmq_port),
-                 "-p", str(self.http_port), "--data-dir", str(data_dir), *args],
-                stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=str(tmp_path),
-                start_new_session=True)
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self):
-        """Both fronts up: the zmq one answers first, the HTTP edge starts after it, and the
-        addresses are logged last."""
-        wait_answering(self.proc, self.endpoint, self.log, "the router")
-        wait_for(lambda: "native clients: " in self.log(), "the router to log its addresses")
-        return self
-
-    def node_pids(self):
-        """pids of run_node.py processes whose parent is this router."""
-        pids = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat") as file:
-                        stat = file.read()
-                    with open(f"/proc/{name}/cmdline", "rb") as file:
-                        cmdline = file.read()
-                except OSError:
-                    continue
-                if int(stat[stat.rindex(")") + 2:].split()[1]) == self.proc.pid and b"run_node.py" in cmdline:
-                    pids.append(int(name))
-        return pids
-
-    def master_pid(self, index):
-        """pid of partition `index`'s master, by the port the router lists for it."""
-        with Client(self.endpoint, timeout=5) as client:
-            port = client.stats()["partitions"][index]["master"].rpartition(":")[2]
-        for pid in self.node_pids():
-            with open(f"/proc/{pid}/cmdline", "rb") as file:
-                args = file.read().split(b"\0")
-            if args[args.index(b"-p") + 1] == port.encode() and b"master" in args:
-                return pid
-        raise AssertionError(f"no master process on port {port}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.kill()
-
-    def kill(self):
-        for pid in self.node_pids() + [self.proc.pid]:
-            signal_group(pid)
-        return self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def routers():
-    started = []
-    yield started
-    for router in started:
-        router.kill()
-
-
-def test_the_one_command_cluster_starts_serves_stops_and_keeps_its_data(tmp_path, routers):
+def test_the_one_command_cluster_starts_serves_stops_and_keeps_its_data(tmp_path, processes):
     data = tmp_path / "data"
-    router = RouterProcess(tmp_path, data)
-    routers.append(router)
+    router = processes.router(data)
     router.wait_ready()
-    nodes = router.node_pids()
+    nodes = [p for p in map(proc_table.proc, router.node_pids()) if p is not None]
     assert len(nodes) == 4  # a master and a slave per partition
     with Client(router.endpoint, timeout=5) as client:
         keys = client.mset([(b"k%d" % i, b"v%d" % i) for i in range(100)])
@@ -104,11 +26,8 @@ def test_the_one_command_cluster_starts_serves_stops_and_keeps_its_data(tmp_path
         wait_for(lambda: _slaves_in_sync(client), "each master's slave to be listed and in sync")
     assert "native clients: " in router.log()
     assert router.stop() == 0
-    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and
-                             open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"
-                             for pid in nodes), "the nodes to exit with the router")
-    router = RouterProcess(tmp_path, data)  # new ports, same data
-    routers.append(router)
+    wait_for(lambda: not any(map(proc_table.alive, nodes)), "the nodes to exit with the router")
+    router = processes.router(data)  # new ports, same data
     router.wait_ready()
     with Client(router.endpoint, timeout=5) as client:
         assert [item.value for item in client.mget(keys)] == [b"v%d" % i for i in range(100)]
@@ -121,22 +40,19 @@ def _slaves_in_sync(client):
                and p["slaves"][0]["applied"] == p["sequence"] for p in partitions)
 
 
-def test_two_routers_on_one_data_dir_get_a_clear_error(tmp_path, routers):
+def test_two_routers_on_one_data_dir_get_a_clear_error(tmp_path, processes):
     data = tmp_path / "data"
-    first = RouterProcess(tmp_path, data)
-    routers.append(first)
+    first = processes.router(data)
     first.wait_ready()
-    second = RouterProcess(tmp_path, data)
-    routers.append(second)
+    second = processes.router(data)
     assert second.proc.wait(timeout=60) == 1
-    assert "in use by another process" in second.log()
+    assert f"{data} is in use by another" in second.log()  # names the directory
     with Client(first.endpoint, timeout=5) as client:
         assert client.ping()
 
 
-def test_a_node_that_dies_is_reported_and_restarted(tmp_path, routers):
-    router = RouterProcess(tmp_path, tmp_path / "data")
-    routers.append(router)
+def test_a_node_that_dies_is_reported_and_restarted(tmp_path, processes):
+    router = processes.router(tmp_path / "data")
     router.wait_ready()
     with Client(router.endpoint, timeout=5) as client:
         client.mset([(b"k%d" % i, b"v") for i in range(20)])
@@ -167,9 +83,8 @@ def http(router, method, path, body=b"", content_type=None):
     return status, (json.loads(raw) if kind == "application/json" else raw.decode())
 
 
-def test_http_and_native_clients_see_the_same_data_and_a_dead_node_gives_503(tmp_path, routers):
-    router = RouterProcess(tmp_path, tmp_path / "data")
-    routers.append(router)
+def test_http_and_native_clients_see_the_same_data_and_a_dead_node_gives_503(tmp_path, processes):
+    router = processes.router(tmp_path / "data")
     router.wait_ready()
     assert http(router, "GET", "/ping") == (200, "PONG")
     body = json.dumps({"content_type": "text/plain", "encoding": "utf-8", "value": "hello"}).encode()

@@ -50,8 +50,9 @@ class KeyFilter:
         return cls(BloomFilter.from_bytes(bloom), capacity, count)
 
 
-def build(paths: Sequence[str], bits_per_key: float) -> bytes:
-    """KeyFilter.to_bytes() over every key of the segment files; runs in a worker."""
+def build(paths: Sequence[str], bits_per_key: float, min_capacity: int = MIN_CAPACITY) -> bytes:
+    """KeyFilter.to_bytes() over every key of the segment files, sized for twice their keys
+    and at least `min_capacity`; runs in a worker."""
     hashes = []
     for path in paths:
         segment = Segment(path, 0)
@@ -60,7 +61,7 @@ def build(paths: Sequence[str], bits_per_key: float) -> bytes:
         finally:
             segment.close()
     pairs = np.concatenate(hashes).reshape(-1, 2) if hashes else np.zeros((0, 2), np.uint64)
-    capacity = max(MIN_CAPACITY, 2 * len(pairs))
+    capacity = max(min_capacity, 2 * len(pairs))
     bloom = BloomFilter.from_hashes(pairs[:, 0], pairs[:, 1], bits_per_key, capacity)
     return KeyFilter(bloom, capacity, len(pairs)).to_bytes()
 

@@ -269,7 +269,9 @@ class Maintenance:
         paths = [s.path for s in segments]
         build = self._merger.key_filter if self._merger else key_filters.build
         self._filter_pending = []
-        self._filter_build = self._executor.submit(build, paths, self._bits_per_key)
+        # The floor is read here, in this process, and sent along: a worker process has its own.
+        self._filter_build = self._executor.submit(build, paths, self._bits_per_key,
+                                                   key_filters.MIN_CAPACITY)
         self._filter_build.add_done_callback(self._wake)
 
     def _install_filter(self) -> None:

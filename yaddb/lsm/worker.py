@@ -58,9 +58,9 @@ class WorkerProcess:
         return SegmentInfo(*self._call(output, ["write", output, keys, values, max_seq,
                                                 block_bytes, bits_per_key]))
 
-    def key_filter(self, paths: list[str], bits_per_key: float) -> bytes:
+    def key_filter(self, paths: list[str], bits_per_key: float, min_capacity: int) -> bytes:
         """key_filter.build, run in the worker."""
-        return self._call("a key filter", ["keyfilter", paths, bits_per_key])
+        return self._call("a key filter", ["keyfilter", paths, bits_per_key, min_capacity])
 
     def _call(self, what: str, request: list) -> object:
         with self._lock:

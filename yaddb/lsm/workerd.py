@@ -1,11 +1,14 @@
 """A storage worker process: `python -m yaddb.lsm.workerd`, started by yaddb.lsm.worker.
 
 It exits at once when its stdin closes, so a killed parent never leaves it writing into the
-data directory.
+data directory. It ignores SIGINT and SIGTERM: they reach its whole process group (Ctrl-C in a
+terminal, a supervisor stopping the node), and the node, stopping cleanly, still needs it to
+finish its last flush; the node closes its stdin when done.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 
@@ -30,6 +33,8 @@ def _run(request: list) -> object:
 
 
 def serve() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     requests: list = []
     ready = threading.Condition()
 
