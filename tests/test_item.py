@@ -1,10 +1,9 @@
-"""The stored item's byte form and the ground floor's rules: pure functions, no I/O."""
+"""The stored item's byte form and the key rule: pure functions, no I/O."""
 import pytest
 
 from yaddb.errors import BadRequest, InvalidKey, ValueTooLarge
 from yaddb.item import Item, check_blob, decode_item, encode_item
 from yaddb.limits import MAX_KEY_BYTES, MAX_LABEL_BYTES, check_key
-from yaddb.placement import BadAddress, parse_address
 
 
 def test_item_round_trips():
@@ -32,17 +31,3 @@ def test_key_rule(key):
     with pytest.raises(InvalidKey):
         check_key(key)
     assert check_key(bytearray(b"k")) == b"k"
-
-
-@pytest.mark.parametrize("text,expected", [("127.0.0.1:7000", ("127.0.0.1", 7000)),
-                                           ("tcp://h:1", ("h", 1)), ("::1:7000", ("::1", 7000)),
-                                           ("[::1]:7000", ("::1", 7000))])
-def test_addresses(text, expected):
-    assert parse_address(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "host", ":7000", "host:", "host:0", "host:65536",
-                                  "host:x1", "a b:1", 7000, None])
-def test_bad_addresses(text):
-    with pytest.raises(BadAddress):
-        parse_address(text)

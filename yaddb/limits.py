@@ -18,8 +18,10 @@ def check_key(key: object) -> bytes:
         key = bytes(key)
     if type(key) is not bytes:
         raise InvalidKey(f"a key must be bytes, not {type(key).__name__}")
-    if not 0 < len(key) <= MAX_KEY_BYTES:
-        raise InvalidKey(f"a key must be 1 to {MAX_KEY_BYTES} bytes long, not {len(key)}")
+    if not key:
+        raise InvalidKey(f"the key is empty; a key is 1 to {MAX_KEY_BYTES} bytes")
+    if len(key) > MAX_KEY_BYTES:
+        raise InvalidKey(f"the key is {len(key)} bytes; a key is at most {MAX_KEY_BYTES}")
     return key
 
 

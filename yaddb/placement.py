@@ -32,7 +32,7 @@ def parse_address(text: object) -> tuple[str, int]:
     host = host.strip("[]") if host.startswith("[") else host
     if not sep or not host or not port.isascii() or not port.isdigit() \
             or not 0 < int(port) < 65536 or any(ch.isspace() for ch in host):
-        raise BadAddress(f"{text[:80]!r} is not HOST:PORT (a host name or address, a colon, "
+        raise BadAddress(f"{text[:80]!r} is not \"host:port\" (a host name or address, a colon, "
                          f"and a port from 1 to 65535)")
     return host, int(port)
 

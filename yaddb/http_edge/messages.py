@@ -9,7 +9,9 @@ from typing import Any, Optional
 
 import bottle
 
-from yaddb.limits import MAX_KEY_BYTES
+from yaddb.errors import InvalidKey
+from yaddb.limits import MAX_KEY_BYTES, check_key
+from yaddb.placement import BadAddress, parse_address
 
 
 SMALL_BODY_BYTES = 64 << 10      # /query, /delete, /subscribe: a key or a small JSON object
@@ -146,11 +148,11 @@ def hex_key(text: str, what: str = "the key") -> bytes:
 
 
 def check_key_length(key: bytes) -> bytes:
-    if not key:
-        raise error_reply(400, f"the key is empty; a key is 1 to {MAX_KEY_BYTES} bytes")
-    if len(key) > MAX_KEY_BYTES:
-        raise error_reply(400, f"the key is {len(key)} bytes; a key is at most {MAX_KEY_BYTES}")
-    return key
+    """The key, or a 400 reply saying what the key rule (yaddb.limits) refuses in it."""
+    try:
+        return check_key(key)
+    except InvalidKey as exc:
+        raise error_reply(400, str(exc)) from None
 
 
 def looks_like_hex(raw: bytes) -> bool:
@@ -289,13 +291,11 @@ def subscribe_fields(doc: dict) -> tuple[str, int, Optional[str]]:
     if master is not None:
         if not isinstance(master, str):
             raise error_reply(400, f'"master" must be a "host:port" string, not a JSON {json_kind(master)}')
-        text = master.strip()
-        if text.startswith("tcp://"):
-            text = text[len("tcp://"):]
-        host, sep, master_port = text.rpartition(":")
-        if not sep or not host:
-            raise error_reply(400, f'"master" must be "host:port", not {master[:80]!r}')
-        master = f"{host}:{port_number(master_port, 'the port in master')}"
+        try:
+            host, master_port = parse_address(master)
+        except BadAddress as exc:
+            raise error_reply(400, f'"master": {exc}') from None
+        master = f"{host}:{master_port}"
     return ip, port, master
 
 

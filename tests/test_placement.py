@@ -3,7 +3,7 @@ from collections import Counter
 import mmh3
 import pytest
 
-from yaddb.placement import parse_address, partition_for
+from yaddb.placement import BadAddress, parse_address, partition_for
 
 
 @pytest.mark.parametrize("keys", [
@@ -31,5 +31,19 @@ def test_parse_address():
     assert parse_address("127.0.0.1:7000") == ("127.0.0.1", 7000)
     assert parse_address("::1:7000") == ("::1", 7000)
     for bad in ("7000", "host:", ":7000", "host:port", "host:70000"):
-        with pytest.raises(ValueError, match="not HOST:PORT"):
+        with pytest.raises(ValueError, match="is not \"host:port\""):
             parse_address(bad)
+
+
+@pytest.mark.parametrize("text,expected", [("127.0.0.1:7000", ("127.0.0.1", 7000)),
+                                           ("tcp://h:1", ("h", 1)), ("::1:7000", ("::1", 7000)),
+                                           ("[::1]:7000", ("::1", 7000))])
+def test_addresses(text, expected):
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host", ":7000", "host:", "host:0", "host:65536",
+                                  "host:x1", "a b:1", 7000, None])
+def test_bad_addresses(text):
+    with pytest.raises(BadAddress):
+        parse_address(text)
