@@ -81,7 +81,7 @@ class Engine:
             self._syncer = threading.Thread(target=self._sync_periodically, name="yaddb-wal-sync",
                                             args=(fsync_interval_ms / 1000.0,), daemon=True)
             self._syncer.start()
-        if self._versions.view.memtable.approx_bytes >= memtable_bytes:
+        if self._versions.view[0].approx_bytes >= memtable_bytes:
             with self._write_lock:
                 self._rotate()
 
@@ -191,7 +191,7 @@ class Engine:
             view = self._versions.view
             if self._failure is not None or view is None:
                 self._writable()  # raises the reason
-            mem = view.memtable
+            mem = view[0]
             wal = self._wal
             seq = self._seq + 1
             try:
@@ -237,7 +237,7 @@ class Engine:
         """Sync every log that may hold unsynced writes, the oldest first, so a power cut
         never keeps newer writes and loses older ones."""
         view = self._versions.view
-        for table in reversed(view.frozen if view else ()):
+        for table in reversed(view[1] if view else ()):
             table.wal.sync()
         self._wal.sync()
 
@@ -271,7 +271,7 @@ class Engine:
                 raise EngineClosed(f"the engine at {self.path} is closed")
             raise EngineClosed(f"the engine at {self.path} stopped taking writes after an "
                                f"I/O error: {self._failure}. Restart it to recover from its log.")
-        return view.memtable, self._wal
+        return view[0], self._wal
 
     def _append_failed(self, wal: WalWriter, exc: OSError) -> None:
         # A partial record may now end the log; nothing may be appended after it.
@@ -290,7 +290,7 @@ class Engine:
         versions = self._versions
         versions.wait_for_room(MAX_FROZEN_MEMTABLES, lambda: self._failure is not None)
         # The frozen table keeps its log open: the flush syncs and closes it off this path.
-        versions.view.memtable.wal = self._wal
+        versions.view[0].wal = self._wal
         self._wal = self._new_wal()
         fresh = Memtable()
         fresh.wal_numbers.append(self._wal.number)
@@ -299,7 +299,7 @@ class Engine:
     def flush(self, wait: bool = True) -> None:
         """Move the memtable into a segment now (normally done when it reaches its size)."""
         with self._write_lock:
-            if len(self._versions.current().memtable):
+            if len(self._versions.current()[0]):
                 self._rotate()
         if wait:
             self._maintenance.wait_idle(flushes_only=True)
@@ -369,7 +369,7 @@ class Engine:
             view = self._versions.view
             if view is None:
                 return
-            if self._failure is None and len(view.memtable):
+            if self._failure is None and len(view[0]):
                 self._rotate()
             self._maintenance.stop()
             self._stop_syncer.set()

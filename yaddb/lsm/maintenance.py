@@ -67,7 +67,7 @@ class Maintenance:
         self._filter_pending: list = []   # hashes of keys flushed while a build runs
         self._deferred: list[str] = []    # merged-away files a running build may still read
         self.filter_error: Optional[str] = None
-        segments = versions.view.segments
+        segments = versions.view[2]
         if versions.key_filter is None:
             if segments:
                 self._start_filter_build(segments)
@@ -93,9 +93,9 @@ class Maintenance:
             if self._broken or view is None:
                 return True
             if flushes_only:
-                return not view.frozen
-            return (not view.frozen and self._merge is None and self._filter_build is None
-                    and not self._filter_wanted() and self._next_run(view.segments) is None)
+                return not view[1]
+            return (not view[1] and self._merge is None and self._filter_build is None
+                    and not self._filter_wanted() and self._next_run(view[2]) is None)
         with self._cond:
             return self._cond.wait_for(idle, timeout)
 
@@ -138,13 +138,13 @@ class Maintenance:
         if self._broken:
             return self._stopping
         view = self._versions.view
-        if view.frozen or (self._filter_build is not None and self._filter_build.done()):
+        if view[1] or (self._filter_build is not None and self._filter_build.done()):
             return True
         if self._filter_wanted():
             return True
         if self._merge is not None:
             return self._merge.future.done()
-        return self._stopping or self._next_run(view.segments) is not None
+        return self._stopping or self._next_run(view[2]) is not None
 
     def _loop(self) -> None:
         while True:
@@ -173,18 +173,18 @@ class Maintenance:
             self._install_filter()
         if self._merge is not None and self._merge.future.done():
             self._install(self._merge)
-        frozen = versions.view.frozen
+        frozen = versions.view[1]
         if frozen:
             self._flush(frozen[-1])
         if self._merge is None:
             with self._cond:
-                segments = versions.view.segments
+                segments = versions.view[2]
                 run = self._next_run(segments)
             if run is not None:
                 self._start(segments, run)
         if self._filter_wanted():
-            self._start_filter_build(versions.view.segments)
-        return not (self._stopping and not versions.view.frozen and self._merge is None)
+            self._start_filter_build(versions.view[2])
+        return not (self._stopping and not versions.view[1] and self._merge is None)
 
     def _flush(self, table: Memtable) -> None:
         versions = self._versions

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 from yaddb.errors import EngineClosed
 from yaddb.lsm import manifest as manifests
@@ -21,10 +21,9 @@ from yaddb.lsm.recovery import Recovered
 from yaddb.lsm.sstable import Segment
 
 
-class View(NamedTuple):
-    memtable: Memtable
-    frozen: tuple[Memtable, ...]     # newest first
-    segments: tuple[Segment, ...]    # newest first
+# (memtable, frozen memtables newest first, segments newest first). A plain tuple, not a
+# NamedTuple: Engine.get unpacks it on every read, and CPython unpacks only exact tuples fast.
+View = tuple[Memtable, tuple[Memtable, ...], tuple[Segment, ...]]
 
 
 class VersionSet:
@@ -39,7 +38,7 @@ class VersionSet:
         self.changed = threading.Condition()
         self.manifest = recovered.manifest
         self._next_file = recovered.next_file
-        self.view: Optional[View] = View(memtable, (), recovered.segments)
+        self.view: Optional[View] = (memtable, (), recovered.segments)
         self.key_filter: Optional[KeyFilter] = None  # set by the maintenance once it exists
 
     def current(self) -> View:
@@ -59,14 +58,14 @@ class VersionSet:
         """Block while `max_frozen` memtables wait to be flushed (writers wait rather than
         let memory grow), unless the engine has failed."""
         with self.changed:
-            while len(self.view.frozen) >= max_frozen and not failed():
+            while len(self.view[1]) >= max_frozen and not failed():
                 self.changed.wait()
 
     def freeze(self, fresh: Memtable) -> None:
         """Make `fresh` the memtable taking writes; the one it replaces waits to be flushed."""
         with self.changed:
             mem, frozen, segments = self.view
-            self.view = View(fresh, (mem,) + frozen, segments)
+            self.view = (fresh, (mem,) + frozen, segments)
             self.changed.notify_all()
 
     def install_flush(self, table: Memtable, segment: Segment) -> None:
@@ -79,12 +78,12 @@ class VersionSet:
                     last_seq=max(self.manifest.last_seq, table.last_seq))
         with self.changed:
             mem, frozen, segments = self.view
-            self.view = View(mem, frozen[:-1], (segment,) + segments)
+            self.view = (mem, frozen[:-1], (segment,) + segments)
             self.changed.notify_all()
 
     def install_merge(self, inputs: tuple[Segment, ...], output: Optional[Segment]) -> None:
         """The run of segments `inputs` is now `output` (None: nothing was left of it)."""
-        segments = self.view.segments
+        segments = self.view[2]
         start = next(i for i, s in enumerate(segments) if s is inputs[0])
         end = start + len(inputs)
         assert all(a is b for a, b in zip(segments[start:end], inputs))
@@ -92,7 +91,7 @@ class VersionSet:
         self._store(segments)
         with self.changed:
             mem, frozen, _ = self.view
-            self.view = View(mem, frozen, segments)
+            self.view = (mem, frozen, segments)
             self.changed.notify_all()
 
     def install_key_filter(self, key_filter: KeyFilter) -> None:
@@ -103,7 +102,7 @@ class VersionSet:
     def close(self) -> tuple[Segment, ...]:
         """No view from now on; returns the segments, for the caller to close."""
         with self.changed:
-            segments = self.view.segments if self.view else ()
+            segments = self.view[2] if self.view else ()
             self.view = None
             self.changed.notify_all()
         return segments
