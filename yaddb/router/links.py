@@ -72,6 +72,13 @@ class Partition:
         self._turn += 1
         return candidates[self._turn % len(candidates)]
 
+    def other_reader(self, tried: tuple[NodeLink, ...]) -> Optional[NodeLink]:
+        """A member that serves reads and was not tried yet for this read, or None."""
+        for link in self.links():
+            if link not in tried and self.serves_reads(link):
+                return link
+        return None
+
     def learn_slaves(self, listed: list, connect: Callable[[str], NodeLink]) -> list[NodeLink]:
         """Add a link for each slave the master lists that is new; returns the new links."""
         added = []

@@ -9,7 +9,9 @@ never leaves a client waiting, and a master that comes back is used again at onc
 reconnects by itself).
 
 Reads (get, mget) go to the master, or with read preference "any" to the master and its live,
-ready slaves in turn; when the master is down, to its slaves. The router learns each master's
+ready slaves in turn; when the master is down, to its slaves. A read whose node cannot be
+reached or does not answer in time is sent again to another member that serves reads, so a
+read fails only when no member of its partition answers. The router learns each master's
 slaves from the master's stats (polled every STATUS_EVERY_S) and then polls them too.
 """
 from __future__ import annotations
@@ -38,6 +40,8 @@ TICK_S = 0.05             # how often expired requests are answered
 STATUS_EVERY_S = 1.0      # how often each master is asked for its stats (liveness, keys)
 MAX_DRAIN = 512           # messages taken from one socket before looking at the others
 READS = frozenset({"get", "mget"})
+Part = tuple[Gather, list[int]]                      # a partition's share of a batch
+Read = tuple[int, str, bytes, tuple[NodeLink, ...]]  # partition, op, frame, members tried
 
 
 class RouterServer:
@@ -59,9 +63,10 @@ class RouterServer:
         self._partitions: list[Partition] = []
         self._links: dict[zmq.Socket, NodeLink] = {}
         self._poller = zmq.Poller()
-        # (route id, request id) -> (deadline, node link, gather or None); insertion order is
-        # deadline order, since every request gets the same timeout.
-        self._pending: dict[tuple[bytes, int], tuple[float, NodeLink, Optional[tuple[Gather, list[int]]]]] = {}
+        # (route id, request id) -> (deadline, node link, gather part or None, read or None);
+        # insertion order is deadline order, since every request, and every retry of a read,
+        # gets the same timeout from when it is sent.
+        self._pending: dict[tuple[bytes, int], tuple[float, NodeLink, Optional[Part], Optional[Read]]] = {}
         self._ids = itertools.count(1)
         self.counts: dict[str, int] = {}
         self.started = time.monotonic()
@@ -183,17 +188,41 @@ class RouterServer:
                 return
 
     def _forward(self, front: zmq.Socket, route: list[bytes], request_id: int, index: int,
-                 op: str, frame: bytes, part: Optional[tuple[Gather, list[int]]]) -> None:
+                 op: str, frame: bytes, part: Optional[Part],
+                 tried: Optional[tuple[NodeLink, ...]] = None) -> None:
+        """Send a request to its partition: a write to the master, a read to a reader (or,
+        when `tried` is given, to a member not tried yet)."""
         partition = self._partitions[index]
-        link = partition.reader(self.read_preference) if op in READS else partition.master
+        read = None
+        if op in READS:
+            link = partition.reader(self.read_preference) if tried is None \
+                else partition.other_reader(tried)
+            read = (index, op, frame, (tried or ()) + (link,))
+        else:
+            link = partition.master
         try:
             _send(link.sock, route, frame)
         except zmq.Again:  # not connected (IMMEDIATE): say so now rather than after a timeout
             link.alive = False
-            self._unavailable(front, route, request_id, part, f"{link.name} is not reachable"
-                              + self._what_still_works(partition, op))
+            if not self._read_elsewhere(front, route, request_id, part, read):
+                self._unavailable(front, route, request_id, part, f"{link.name} is not reachable"
+                                  + self._what_still_works(partition, op))
             return
-        self._pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout, link, part)
+        self._pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout, link,
+                                                 part, read)
+
+    def _read_elsewhere(self, front: zmq.Socket, route: list[bytes], request_id: int,
+                        part: Optional[Part], read: Optional[Read]) -> bool:
+        """Send a read that failed on one member to another that serves reads; False when
+        it is not a read, or every such member was tried."""
+        if read is None:
+            return False
+        index, op, frame, tried = read
+        if self._partitions[index].other_reader(tried) is None:
+            return False
+        self._count("read_retries")
+        self._forward(front, route, request_id, index, op, frame, part, tried)
+        return True
 
     @staticmethod
     def _what_still_works(partition: Partition, op: str) -> str:
@@ -227,17 +256,18 @@ class RouterServer:
     def _expire(self, front: zmq.Socket, now: float) -> None:
         while self._pending:
             key = next(iter(self._pending))
-            deadline, link, part = self._pending[key]
+            deadline, link, part, read = self._pending[key]
             if deadline > now:
                 return
             del self._pending[key]
             link.alive = False
             route = INTERNAL if part is not None else [key[0]]
-            self._unavailable(front, route, key[1], part,
-                              f"{link.name} did not answer within {self.node_timeout:g} s")
+            if not self._read_elsewhere(front, route, key[1], part, read):
+                self._unavailable(front, route, key[1], part,
+                                  f"{link.name} did not answer within {self.node_timeout:g} s")
 
     def _unavailable(self, front: zmq.Socket, route: list[bytes], request_id: int,
-                     part: Optional[tuple[Gather, list[int]]], what: str) -> None:
+                     part: Optional[Part], what: str) -> None:
         self._count("unavailable")
         error: YaddbError = Unavailable(what)
         if part is None:
