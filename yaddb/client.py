@@ -9,7 +9,8 @@ import zmq
 
 from yaddb.errors import BadRequest, NotMaster, YaddbError, YaddbTimeout
 from yaddb.item import Item, decode_item, encode_item, key_for
-from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, check_key, max_message_bytes
+from yaddb.limits import (DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key,
+                          check_write_concern, max_message_bytes)
 from yaddb.placement import host_of, is_loopback, partition_for
 from yaddb.transport.client_conn import Connection, NotSent
 
@@ -63,8 +64,13 @@ class Client:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.0,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  context: Optional[zmq.Context] = None, read_retries: int = READ_RETRIES,
-                 direct: bool = True) -> None:
+                 direct: bool = True, w: Union[int, str] = 1) -> None:
+        """w: the write concern of every write that does not give its own: 1 (the master
+        alone), a number of members, "majority" or "all" (CONTRACT.md section 7)."""
         self.endpoint = endpoint
+        self.w = check_write_concern(w)
+        # How long a master may hold a w>1 write; a router's map says what it uses.
+        self.replication_timeout = DEFAULT_REPLICATION_TIMEOUT_S
         self.max_value_bytes = max_value_bytes
         self.read_retries = read_retries
         self.timeout = timeout
@@ -76,16 +82,23 @@ class Client:
         self._lock = threading.Lock()
         self._heads: dict[tuple[str, str], bytes] = {}
 
-    def _call(self, op: str, args: list, read: bool) -> object:
+    def _write_args(self, args: list, w: Optional[Union[int, str]]) -> tuple[list, float]:
+        """The write's arguments with its concern (left out when 1: the default on the wire),
+        and how much longer than `timeout` its master may take to answer."""
+        w = self.w if w is None else check_write_concern(w)
+        return (args, 0.0) if w == 1 else (args + [w], self.replication_timeout)
+
+    def _call(self, op: str, args: list, read: bool, extra_time: float = 0.0) -> object:
         with self._lock:
             try:
-                return self._conn.call(op, args, self.read_retries if read else 0)
+                return self._conn.call(op, args, self.read_retries if read else 0, extra_time)
             except YaddbTimeout as exc:
                 if read or isinstance(exc, NotSent):
                     raise
                 raise YaddbTimeout(f"{exc} The write may or may not have been applied.") from None
 
-    def _call_key(self, op: str, key: bytes, args: list, read: bool) -> object:
+    def _call_key(self, op: str, key: bytes, args: list, read: bool,
+                  extra_time: float = 0.0) -> object:
         """A one-key call: with direct=True straight to the key's master, else via the endpoint.
 
         The direct path falls back to the router, forgetting the partition map, when the node
@@ -104,7 +117,7 @@ class Client:
                     nodes = None
                 try:
                     if nodes is not None:
-                        return nodes[partition_for(key, len(nodes))].call(op, args, 0)
+                        return nodes[partition_for(key, len(nodes))].call(op, args, 0, extra_time)
                 except (NotSent, NotMaster) as exc:
                     self._forget_partitions(isinstance(exc, NotSent))
                 except YaddbTimeout:
@@ -112,12 +125,13 @@ class Client:
                     if not read:
                         raise YaddbTimeout("no reply from the key's master; the write may or "
                                            "may not have been applied") from None
-        return self._call(op, args, read)
+        return self._call(op, args, read, extra_time)
 
     def _partition_connections(self) -> list[Connection]:
         if self._nodes is None:
             answer = self._conn.call("map", [], self.read_retries)
             masters = answer["masters"]
+            self.replication_timeout = answer.get("replication_timeout_s", self.replication_timeout)
             if not _reachable(self.endpoint, masters):
                 raise BadRequest("the masters listen on loopback, the router does not")
             # A master gets as long as the router would give it (then the router answers:
@@ -154,10 +168,12 @@ class Client:
         return check_key(key_for(raw) if key is None else key), blob
 
     def set(self, key: Optional[bytes], value: Value, content_type: Optional[str] = None,
-            encoding: Optional[str] = None) -> bytes:
-        """Store an item; returns its key once the partition master has it durably."""
+            encoding: Optional[str] = None, w: Optional[Union[int, str]] = None) -> bytes:
+        """Store an item; returns its key once the partition master has it durably (and, with
+        w above 1, enough members applied it; else ReplicationTimeout says where it is)."""
         key, blob = self._blob(key, value, content_type, encoding)
-        self._call_key("set", key, [key, blob], read=False)
+        args, extra_time = self._write_args([key, blob], w)
+        self._call_key("set", key, args, False, extra_time)
         return key
 
     def get(self, key: bytes) -> Optional[Item]:
@@ -165,10 +181,11 @@ class Client:
         blob = self._call_key("get", key, [key], read=True)
         return None if blob is None else decode_item(blob)
 
-    def delete(self, key: bytes) -> bool:
-        """Delete a key; True if it existed."""
+    def delete(self, key: bytes, w: Optional[Union[int, str]] = None) -> bool:
+        """Delete a key; True if it existed. `w` as for set."""
         key = check_key(key)
-        return bool(self._call_key("del", key, [key], read=False))
+        args, extra_time = self._write_args([key], w)
+        return bool(self._call_key("del", key, args, False, extra_time))
 
     def ping(self) -> bool:
         return self._call("ping", [], read=True) == "PONG"
@@ -176,9 +193,11 @@ class Client:
     def stats(self) -> dict:
         return self._call("stats", [], read=True)
 
-    def mset(self, items: Union[Mapping[Optional[bytes], Value], Iterable[tuple]]) -> list[bytes]:
+    def mset(self, items: Union[Mapping[Optional[bytes], Value], Iterable[tuple]],
+             w: Optional[Union[int, str]] = None) -> list[bytes]:
         """Store many items in one round trip; `items` maps key -> value, or is a sequence of
-        (key, value) or (key, value, content_type, encoding). Returns the keys, in order."""
+        (key, value) or (key, value, content_type, encoding). Returns the keys, in order.
+        `w` as for set."""
         pairs = items.items() if isinstance(items, Mapping) else items
         entries = [self._blob(*pair) for pair in pairs]
         size = sum(len(key) + len(blob) + 16 for key, blob in entries)
@@ -186,15 +205,17 @@ class Client:
             raise BadRequest(f"this batch is {size} bytes, over what one message may carry; "
                              f"split it into several mset calls")
         if entries:
-            self._call("mset", [[list(entry) for entry in entries]], read=False)
+            args, extra_time = self._write_args([[list(entry) for entry in entries]], w)
+            self._call("mset", args, False, extra_time)
         return [key for key, _ in entries]
 
     def mget(self, keys: Iterable[bytes]) -> list[Optional[Item]]:
         blobs = self._call("mget", [[check_key(key) for key in keys]], read=True)
         return [None if blob is None else decode_item(blob) for blob in blobs]
 
-    def mdelete(self, keys: Iterable[bytes]) -> list[bool]:
-        return [bool(existed) for existed in self._call("mdel", [[check_key(k) for k in keys]], read=False)]
+    def mdelete(self, keys: Iterable[bytes], w: Optional[Union[int, str]] = None) -> list[bool]:
+        args, extra_time = self._write_args([[check_key(k) for k in keys]], w)
+        return [bool(existed) for existed in self._call("mdel", args, False, extra_time)]
 
     def close(self) -> None:
         with self._lock:

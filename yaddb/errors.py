@@ -40,6 +40,11 @@ class YaddbTimeout(Unavailable, TimeoutError):
     """No reply came within the timeout."""
 
 
+class ReplicationTimeout(Unavailable):
+    """A write applied and durable on its master, but not confirmed by as many members as its
+    write concern asked for within the replication timeout. It is not undone."""
+
+
 class BadMessage(YaddbError):
     """Frames that do not decode as a YADDB message."""
 

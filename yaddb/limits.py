@@ -2,7 +2,7 @@
 only yaddb.errors, so every floor above agrees on them."""
 from __future__ import annotations
 
-from yaddb.errors import InvalidKey
+from yaddb.errors import BadRequest, InvalidKey
 
 MAX_KEY_BYTES = 1024
 MAX_LABEL_BYTES = 255                      # content_type and encoding, each, in UTF-8
@@ -10,6 +10,8 @@ DEFAULT_MAX_VALUE_BYTES = 4 << 20          # --max-value-bytes
 BLOB_OVERHEAD = 2 + 2 * MAX_LABEL_BYTES    # most bytes a stored item adds to its value
 BATCH_ROOM = 16 << 20                      # bytes a frame may carry beyond one largest item
 FSYNC_POLICIES = ("always", "interval", "never")  # when a node fsyncs its log (lsm/wal.py)
+DEFAULT_REPLICATION_TIMEOUT_S = 2.0  # how long a w>1 write waits for its members' confirmations
+WRITE_CONCERNS = ("majority", "all")  # besides a number of members, 1 (the master alone) and up
 
 
 def check_key(key: object) -> bytes:
@@ -23,6 +25,19 @@ def check_key(key: object) -> bytes:
     if len(key) > MAX_KEY_BYTES:
         raise InvalidKey(f"the key is {len(key)} bytes; a key is at most {MAX_KEY_BYTES}")
     return key
+
+
+def check_write_concern(w: object) -> "int | str":
+    """A write concern as given (1, 2, ... members, "majority" or "all"; digits in text are a
+    number), or BadRequest saying what is wrong."""
+    if isinstance(w, str) and w.strip().isdigit():
+        w = int(w)
+    if isinstance(w, str) and w.strip().lower() in WRITE_CONCERNS:
+        return w.strip().lower()
+    if type(w) is int and 1 <= w <= 1000:
+        return w
+    raise BadRequest(f"w must be a number of members (1 = the master alone), \"majority\" or "
+                     f"\"all\", not {str(w)[:40]!r}")
 
 
 def max_message_bytes(max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> int:

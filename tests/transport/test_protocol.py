@@ -95,3 +95,24 @@ def test_garbage_only_ever_raises_bad_message(frame):
     except BadMessage:
         return
     assert request.op in OPS
+
+
+@pytest.mark.parametrize("w,expected", [(2, 2), ("majority", "majority"), ("ALL", "all"),
+                                        ("3", 3)])
+def test_a_write_may_carry_its_write_concern(w, expected):
+    request = decode_request(encode_request(7, "set", [b"k", b"\x00\x00v", w]))
+    assert request.args == [b"k", b"\x00\x00v"] and request.w == expected
+    assert decode_request(encode_request(7, "mdel", [[b"a"], w])).w == expected
+    assert decode_request(encode_request(7, "set", [b"k", b"\x00\x00v"])).w == 1
+
+
+@pytest.mark.parametrize("w", [0, "most", 2.5, None, [1]])
+def test_a_bad_write_concern_is_a_bad_message(w):
+    with pytest.raises(BadMessage, match="w must be") as raised:
+        decode_request(encode_request(7, "set", [b"k", b"\x00\x00v", w]))
+    assert raised.value.request_id == 7
+
+
+def test_only_writes_take_a_write_concern():
+    with pytest.raises(BadMessage, match="takes 1 argument"):
+        decode_request(encode_request(7, "get", [b"k", "majority"]))

@@ -23,6 +23,7 @@ from yaddb.http_edge.messages import (PROMETHEUS_TYPE, SMALL_BODY_BYTES, TEXT_TY
 from yaddb.http_edge.metrics import Counts, cluster_metrics, http_metrics, node_name
 from yaddb.http_edge.statuses import database_error, error_status, json_error_handler
 from yaddb.item import encode_item, key_for
+from yaddb.limits import check_write_concern
 
 __all__ = ["ThreadClients", "Endpoints", "Subscriber", "StatusProvider"]
 
@@ -118,7 +119,8 @@ class Endpoints:
             # a refused item is never stored.
             encode_item(content_type, encoding, value, self.max_value_bytes)
             key = hex_key(doc["key"], '"key"') if "key" in doc else key_for(value)
-            self.clients.get().set(key, value, content_type=content_type, encoding=encoding)
+            self.clients.get().set(key, value, content_type=content_type, encoding=encoding,
+                                   w=_write_concern())
         except YaddbError as exc:
             raise database_error(exc) from None
         return ok_json({key.hex(): item_json(content_type, encoding, value)})
@@ -136,7 +138,7 @@ class Endpoints:
     def on_delete(self) -> Reply:
         key, raw = key_from_body(bottle.request.environ)
         try:
-            existed = self.clients.get().delete(key)
+            existed = self.clients.get().delete(key, w=_write_concern())
         except YaddbError as exc:
             raise database_error(exc) from None
         if not existed:
@@ -216,3 +218,10 @@ class Endpoints:
         return {"requests": requests, "requests_total": total,
                 "uptime_s": round(time.time() - self.counts.started, 3),
                 "max_value_bytes": self.max_value_bytes, "max_body_bytes": self.max_body_bytes}
+
+
+def _write_concern() -> Optional[Any]:
+    """The request's `?w=` (1, a number of members, majority or all), or None for the
+    client's default; BadRequest (400) for anything else."""
+    w = bottle.request.query.getunicode("w")
+    return None if w is None else check_write_concern(w)

@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import bottle
 
-from yaddb.errors import (BadMessage, BadRequest, NotMaster, StorageError, Unavailable,
-                          ValueTooLarge, YaddbError)
+from yaddb.errors import (BadMessage, BadRequest, NotMaster, ReplicationTimeout, StorageError,
+                          Unavailable, ValueTooLarge, YaddbError)
 from yaddb.http_edge.messages import ENDPOINTS, JSON_TYPE, Reply, error_reply, json_bytes
 
 __all__ = ["ErrorStatus", "STATUS_BY_ERROR", "error_status", "database_error",
@@ -47,6 +47,8 @@ STATUS_BY_ERROR: dict[type[YaddbError], ErrorStatus] = {
     BadMessage: ErrorStatus(400, logged=True),
     NotMaster: ErrorStatus(503, "the key's partition has no master that takes writes right "
                                 "now: {}"),
+    # The master answered: the write is applied there, and the message says on how many more.
+    ReplicationTimeout: ErrorStatus(503),
     Unavailable: ErrorStatus(503, "the database did not answer: {}"),
     StorageError: ErrorStatus(500, "the storage node failed: {}", logged=True),
     YaddbError: ErrorStatus(500, logged=True),

@@ -3,6 +3,8 @@
 A round is every request waiting on the socket at once. Requests are applied in order; runs of
 writes become one engine batch, and one log sync covers the whole round before any reply is
 sent (group commit), so a slow fsync delays a round instead of timing requests out one by one.
+A write with a write concern above 1 gets a `Held` reply instead, which the server sends once
+`release` says enough members hold the write (replication/concern.py).
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any, Optional
 
 from yaddb.errors import BadMessage, BadRequest, NotMaster, Unavailable, YaddbError
 from yaddb.item import check_blob
-from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, check_key
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key
 from yaddb.lsm import Engine
+from yaddb.replication.concern import Held, release
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.placement import parse_address
@@ -24,6 +27,7 @@ from yaddb.transport.protocol import (REPLICATION_OPS, Request, WRITES, decode_r
 log = logging.getLogger(__name__)
 
 NOT_MASTER = "I am not a master"
+NO_REPLY = object()  # what a request that gets no reply (a slave's ack) answers
 
 
 class _Round:
@@ -34,13 +38,17 @@ class _Round:
         self.applied: list[tuple[bytes, Optional[bytes]]] = []  # every write that reached the engine
         self.first_seq = 0                                       # and the sequence of the first
         self.batch: list[tuple[bytes, Optional[bytes]]] = []
-        # (reply index, request id, batch offset of its last entry, payload or None for its seq)
-        self.waiting: list[tuple[int, int, int, Any]] = []
+        # (reply index, request id, batch offset of its last entry, payload or None for its
+        # seq, write concern)
+        self.waiting: list[tuple[int, int, int, Any, Any]] = []
+        # (reply index, request id, last seq, w) of applied writes whose concern is above 1
+        self.concerned: list[tuple[int, int, int, Any]] = []
         self.wrote = False  # whether any write reached the engine this round
 
-    def add(self, index: int, request_id: int, entries: list, payload: Any = None) -> None:
+    def add(self, index: int, request_id: int, entries: list, payload: Any = None,
+            w: Any = 1) -> None:
         self.batch.extend(entries)
-        self.waiting.append((index, request_id, len(self.batch) - 1, payload))
+        self.waiting.append((index, request_id, len(self.batch) - 1, payload, w))
 
     def commit(self, replies: list) -> None:
         """Give the waiting writes to the engine (not yet synced) and write their replies."""
@@ -50,15 +58,17 @@ class _Round:
         try:
             last = self.engine.write_batch(self.batch, sync=False)
         except YaddbError as exc:
-            for index, request_id, _, _ in self.waiting:
+            for index, request_id, _, _, _ in self.waiting:
                 replies[index] = encode_error(request_id, exc)
         else:
             first = last - len(self.batch) + 1
             if not self.applied:
                 self.first_seq = first
             self.applied.extend(self.batch)  # one writer: the round's batches are consecutive
-            for index, request_id, offset, payload in self.waiting:
+            for index, request_id, offset, payload, w in self.waiting:
                 replies[index] = encode_reply(request_id, first + offset if payload is None else payload)
+                if w != 1:
+                    self.concerned.append((index, request_id, first + offset, w))
         self.batch = []
         self.waiting = []
 
@@ -69,8 +79,16 @@ class NodeHandler:
 
     def __init__(self, engine: Engine, role: str = "master", max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  source: Optional[ReplicationSource] = None,
-                 replica: Optional[Replica] = None) -> None:
+                 replica: Optional[Replica] = None, *,
+                 replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
+                 min_slaves_to_write: int = 0, min_slaves_max_lag: float = 10.0) -> None:
+        """replication_timeout: how long a w>1 write waits for its members. A master refuses
+        writes while fewer than min_slaves_to_write slaves were heard from within
+        min_slaves_max_lag seconds (0: never)."""
         self.engine = engine
+        self.replication_timeout = replication_timeout
+        self.min_slaves_to_write = min_slaves_to_write
+        self.min_slaves_max_lag = min_slaves_max_lag
         self.role = role
         self.max_value_bytes = max_value_bytes
         self.source = source
@@ -80,8 +98,10 @@ class NodeHandler:
         self.counts: Counter = Counter()
         self.started = time.monotonic()
 
-    def handle(self, frames: list[bytes]) -> list[bytes]:
-        """One reply frame per request frame, in order, after the round's writes are durable."""
+    def handle(self, frames: list[bytes]) -> list:
+        """One reply per request frame, in order, after the round's writes are durable: a
+        frame, a Held for a write that waits on its concern, or None for a request that gets
+        no reply (a slave's ack)."""
         replies: list = [None] * len(frames)
         pending = _Round(self.engine)
         for index, frame in enumerate(frames):
@@ -96,7 +116,9 @@ class NodeHandler:
                 if request.op in WRITES:
                     self._write(request, index, pending, replies)
                 elif request.op in REPLICATION_OPS:
-                    replies[index] = encode_reply(request.request_id, self._replication(request))
+                    answer = self._replication(request)
+                    replies[index] = None if answer is NO_REPLY else \
+                        encode_reply(request.request_id, answer)
                 else:
                     pending.commit(replies)  # a read sees every write before it
                     replies[index] = encode_reply(request.request_id, self._read(request))
@@ -117,18 +139,37 @@ class NodeHandler:
             if self.source is not None and pending.applied:
                 self.source.record(pending.first_seq, pending.applied)
                 self.outbox.append((pending.first_seq, pending.applied))
+            now = time.monotonic()
+            for index, request_id, seq, w in pending.concerned:
+                held = Held(request_id, replies[index], seq, w, now + self.replication_timeout,
+                            self.replication_timeout)
+                replies[index] = release(held, self.source, now) or held
         return replies
+
+    def release(self, held: Held, now: float) -> Optional[bytes]:
+        """The frame to send for a held reply now, or None while it still waits."""
+        return release(held, self.source, now)
 
     def _write(self, request: Request, index: int, pending: _Round, replies: list) -> None:
         if self.role != "master":
             raise NotMaster(NOT_MASTER)
-        op, args, request_id = request.op, request.args, request.request_id
+        if self.min_slaves_to_write and self.source is not None:
+            heard = self.source.slaves_heard_within(self.min_slaves_max_lag)
+            if heard < self.min_slaves_to_write:
+                raise Unavailable(
+                    f"this master takes no writes: {heard} slave(s) confirmed within "
+                    f"{self.min_slaves_max_lag:g} s, and --min-slaves-to-write is "
+                    f"{self.min_slaves_to_write}; nothing was applied")
+        op, args, request_id, w = request.op, request.args, request.request_id, request.w
+        if w != 1 and self.source is None:
+            raise BadRequest(f"w={w} needs a master that replicates; this node has no slaves")
         if op == "set":
-            pending.add(index, request_id, [(check_key(args[0]), check_blob(args[1], self.max_value_bytes))])
+            pending.add(index, request_id, [(check_key(args[0]), check_blob(args[1], self.max_value_bytes))],
+                        w=w)
         elif op == "mset":
             entries = [(check_key(key), check_blob(blob, self.max_value_bytes)) for key, blob in args[0]]
             if entries:
-                pending.add(index, request_id, entries)
+                pending.add(index, request_id, entries, w=w)
             else:
                 replies[index] = encode_reply(request_id, self.engine.sequence)
         else:  # del, mdel: whether each key existed needs every earlier write applied
@@ -137,7 +178,7 @@ class NodeHandler:
             existed = [self.engine.get(key) is not None for key in keys]
             if keys:
                 pending.add(index, request_id, [(key, None) for key in keys],
-                            existed[0] if op == "del" else existed)
+                            existed[0] if op == "del" else existed, w)
             else:
                 replies[index] = encode_reply(request_id, [])
 
@@ -157,6 +198,9 @@ class NodeHandler:
             return self.source.sync(args)
         if op == "chunk":
             return self.source.chunk(args)
+        if op == "ack":
+            self.source.acked(args)
+            return NO_REPLY
         return self.source.heard_from(args)  # "replica"
 
     def _read(self, request: Request) -> Any:

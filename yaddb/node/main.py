@@ -12,7 +12,8 @@ import zmq
 
 from yaddb.config import add_flag, load_environment, parse_command_line
 from yaddb.errors import YaddbError
-from yaddb.limits import BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES, FSYNC_POLICIES
+from yaddb.limits import (BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S,
+                          FSYNC_POLICIES)
 from yaddb.lsm import Engine
 from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
 from yaddb.node.handler import NodeHandler
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "(beyond it they take a full snapshot)")
     add_flag(parser, "--advertise-host", help="the address other processes reach this node at "
              "(a slave tells its master); default HOST, or 127.0.0.1 when HOST is 0.0.0.0")
+    add_flag(parser, "--replication-timeout", type=float, default=DEFAULT_REPLICATION_TIMEOUT_S,
+             help="how long a master holds a write with w above 1 for its slaves' "
+                  "confirmations before answering ReplicationTimeout (the write stays applied)")
+    add_flag(parser, "--min-slaves-to-write", type=int, default=0,
+             help="a master refuses writes while fewer slaves than this confirmed within "
+                  "--min-slaves-max-lag seconds (0: never refuse)")
+    add_flag(parser, "--min-slaves-max-lag", type=float, default=10.0,
+             help="see --min-slaves-to-write")
     add_flag(parser, "--parent-fd", type=int, help="stop when this inherited file descriptor "
              "reaches end of file (set by a supervising process, so its death stops the node)")
     roles = parser.add_subparsers(dest="role", required=True, metavar="{master,slave}")
@@ -97,7 +106,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
         replica = Replica(engine, data_dir, f"{advertised}:{args.port}", context)
-    server = NodeServer(NodeHandler(engine, args.role, args.max_value_bytes, source, replica),
+    handler = NodeHandler(engine, args.role, args.max_value_bytes, source, replica,
+                          replication_timeout=args.replication_timeout,
+                          min_slaves_to_write=args.min_slaves_to_write,
+                          min_slaves_max_lag=args.min_slaves_max_lag)
+    server = NodeServer(handler,
                         f"tcp://{args.host}:{args.port}", context, f"tcp://{args.host}:{pub_port}")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())

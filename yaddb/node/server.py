@@ -11,6 +11,7 @@ import zmq
 
 from yaddb.errors import Unavailable
 from yaddb.node.handler import NodeHandler, request_id_of
+from yaddb.replication.concern import Held
 from yaddb.replication.messages import HEARTBEAT_S
 from yaddb.transport.protocol import encode_error
 from yaddb.transport.sockets import publisher_socket, server_socket
@@ -40,6 +41,7 @@ class NodeServer:
         self._stopping = threading.Event()
         self.ready = threading.Event()   # set once the socket is bound
         self.dropped_replies = 0
+        self._held: list[tuple[list[bytes], Held]] = []  # (route, reply) waiting on members
 
     def stop(self) -> None:
         self._stopping.set()
@@ -63,6 +65,8 @@ class NodeServer:
                     self._round(sock, first)
                 if pub is not None:
                     self._publish(pub, sock)
+                if self._held:
+                    self._release_held(sock)
             self._refuse_waiting(sock)
         finally:
             sock.close()
@@ -112,10 +116,28 @@ class NodeServer:
                 break
             message = sock.recv_multipart(zmq.NOBLOCK)
         for route, reply in zip(routes, self.handler.handle(frames)):
-            self._send(sock, route, reply)
+            if type(reply) is bytes:
+                self._send(sock, route, reply)
+            elif reply is not None:  # a write waiting for its members (None: no reply at all)
+                self._held.append((route, reply))
+
+    def _release_held(self, sock: zmq.Socket) -> None:
+        """Send the held replies whose writes enough members confirmed, or whose time ran out."""
+        now = time.monotonic()
+        waiting = []
+        for route, held in self._held:
+            frame = self.handler.release(held, now)
+            if frame is None:
+                waiting.append((route, held))
+            else:
+                self._send(sock, route, frame)
+        self._held = waiting
 
     def _refuse_waiting(self, sock: zmq.Socket) -> None:
         """Requests that arrived as the node stopped get an answer, not silence."""
+        for route, held in self._held:  # forced: the deadline is now
+            self._send(sock, route, self.handler.release(held._replace(deadline=0.0), time.monotonic()))
+        self._held = []
         refusal = Unavailable("the node is shutting down; retry on another replica or later")
         while True:
             try:

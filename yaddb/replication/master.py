@@ -9,6 +9,8 @@ Slaves ask over the master's request socket (ops of yaddb.transport.protocol):
                                                      [[key, item]..], "done": bool, "seq": S, ...}
     chunk   [cursor]                             -> {"items": [...], "done": bool}
     replica [address, history, applied, ready]   -> {"seq", "history", "pub_port"} of the master
+    ack     [address, history, applied]          -> no reply: what the slave applied, sent
+                                                    after each batch, for write concerns
 
 Every sync answer carries "history" and "seq". A slave gets the log after `applied` when its
 history is the master's (or the master's previous one, up to where that ended) and the backlog
@@ -136,11 +138,39 @@ class ReplicationSource:
         address, history, applied, ready = args
         if not isinstance(address, str) or type(applied) is not int:
             raise BadRequest("replica takes [address, history, applied, ready]")
-        # Lag as of the report (the slave reports every half second; against the sequence
-        # now, a slave keeping up would look half a second of writes behind).
-        self._slaves[address] = {"applied": applied, "ready": bool(ready) and history == self.history,
-                                 "seen": time.monotonic(), "lag": max(0, self.engine.sequence - applied)}
+        self._note(address, history, applied, bool(ready) and history == self.history)
         return {"seq": self.engine.sequence, "history": self.history, "pub_port": self.pub_port}
+
+    def acked(self, args: list) -> None:
+        """A slave's word that it applied everything up to `applied` (of our history)."""
+        address, history, applied = args
+        if not isinstance(address, str) or type(applied) is not int:
+            raise BadRequest("ack takes [address, history, applied]")
+        known = self._slaves.get(address)
+        self._note(address, history, applied, known is not None and known["ready"]
+                   and history == self.history)
+
+    def _note(self, address: str, history: object, applied: int, ready: bool) -> None:
+        # Lag as of the report (against the sequence now, a slave keeping up would look a
+        # report's worth of writes behind). Only writes of our history count as confirmed.
+        self._slaves[address] = {"applied": applied, "ready": ready, "seen": time.monotonic(),
+                                 "lag": max(0, self.engine.sequence - applied),
+                                 "confirmed": applied if history == self.history else 0}
+
+    # -- write concern -------------------------------------------------------------------------
+
+    def members(self) -> int:
+        """The partition's members as this master knows them: itself and every slave listed."""
+        return 1 + len(self._slaves)
+
+    def confirmed(self, seq: int) -> int:
+        """How many members hold write `seq`: this master, and each slave that confirmed it."""
+        return 1 + sum(slave["confirmed"] >= seq for slave in self._slaves.values())
+
+    def slaves_heard_within(self, seconds: float) -> int:
+        """Slaves that confirmed something within `seconds` (for --min-slaves-to-write)."""
+        now = time.monotonic()
+        return sum(now - slave["seen"] <= seconds for slave in self._slaves.values())
 
     def slaves(self) -> list[dict]:
         """Each slave heard from lately: its address, position, lag and liveness."""

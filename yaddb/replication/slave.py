@@ -56,6 +56,7 @@ class Replica:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._replace_data = False
+        self._acked = -1  # the last position told to the master
 
     @property
     def master(self) -> Optional[str]:
@@ -112,6 +113,7 @@ class Replica:
 
     def _session(self) -> None:
         self.counts["sessions"] += 1
+        self._acked = -1  # a new connection: tell the master where this slave is
         master = self.state.master
         conn = Connection(f"tcp://{master}", REQUEST_TIMEOUT_S, self._context,
                           interrupt=self._stop)  # stopping never waits on the master
@@ -150,6 +152,7 @@ class Replica:
                     except zmq.Again:
                         break
                     self._apply_published(conn, frame)
+                self._ack(conn)
                 heard = time.monotonic()
             now = time.monotonic()
             if now - heard > SILENCE_S:
@@ -204,6 +207,14 @@ class Replica:
                 break
         self._save_position()
         self.ready = True
+        self._ack(conn)
+
+    def _ack(self, conn: Connection) -> None:
+        """Tell the master at once what this slave applied, if that moved: a write waiting
+        on its write concern is released by it (the 0.5 s report would be too slow)."""
+        if self.state.applied != self._acked:
+            if conn.send_only("ack", [self.address, self.state.history, self.state.applied]):
+                self._acked = self.state.applied
 
     def _check_replaceable(self, answer: dict) -> None:
         history, applied = self.state.history, self.state.applied

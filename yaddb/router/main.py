@@ -15,7 +15,7 @@ from yaddb.client import Client
 from yaddb.errors import YaddbError
 from yaddb.http_edge.app import make_app
 from yaddb.http_edge.server import EdgeServer
-from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, FSYNC_POLICIES
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, FSYNC_POLICIES
 from yaddb.placement import parse_address
 from yaddb.router.cluster import EmbeddedCluster
 from yaddb.router.links import READ_PREFERENCES
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="where reads through the router go: any (the master and its ready slaves in "
                   "turn; a slave may be a little behind) or master (slaves only when the "
                   "master is down)")
+    add_flag(parser, "--replication-timeout", type=float, default=DEFAULT_REPLICATION_TIMEOUT_S,
+             help="how long masters hold a write with w above 1 for their slaves (the embedded "
+                  "cluster's nodes get it; give nodes of --nodes the same)")
     add_flag(parser, "--partitions", type=int, default=EMBEDDED_PARTITIONS,
              help="partitions of the embedded cluster (no --nodes); a data dir keeps the count "
                   "it was first started with")
@@ -83,7 +86,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # Children first, then this process's ZeroMQ context (never fork one).
             cluster = EmbeddedCluster(args.data_dir, args.partitions, args.slaves,
                                       ["--max-value-bytes", str(args.max_value_bytes),
-                                       "--fsync", args.fsync])
+                                       "--fsync", args.fsync,
+                                       "--replication-timeout", str(args.replication_timeout)])
             cluster.start()
             masters = cluster.masters
         return _serve(args, masters, stop, cluster.terminate if cluster else lambda: None)
@@ -101,7 +105,8 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
     process closes its own sockets, so both take their time at once."""
     context = zmq.Context()
     router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
-                          args.node_timeout, args.max_value_bytes, args.read_preference)
+                          args.node_timeout, args.max_value_bytes, args.read_preference,
+                          args.replication_timeout)
     thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
     thread.start()
     edge = None

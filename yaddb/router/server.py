@@ -24,7 +24,7 @@ from typing import Optional
 
 import zmq
 
-from yaddb.limits import DEFAULT_MAX_VALUE_BYTES
+from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S
 from yaddb.errors import BadMessage, BadRequest, Unavailable, YaddbError
 from yaddb.router.gather import Gather, split
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
@@ -42,12 +42,17 @@ MAX_DRAIN = 512           # messages taken from one socket before looking at the
 READS = frozenset({"get", "mget"})
 Part = tuple[Gather, list[int]]                      # a partition's share of a batch
 Read = tuple[int, str, bytes, tuple[NodeLink, ...]]  # partition, op, frame, members tried
+Pending = tuple[float, NodeLink, Optional[Part], Optional[Read]]  # deadline, link, part, read
 
 
 class RouterServer:
     def __init__(self, masters: list[str], front_endpoints: list[str], context: zmq.Context,
                  node_timeout: float = 1.0, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-                 read_preference: str = "any") -> None:
+                 read_preference: str = "any",
+                 replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S) -> None:
+        """replication_timeout: how long masters may hold a write with w above 1; such a
+        write's deadline here is the node timeout plus this."""
+        self.replication_timeout = replication_timeout
         if read_preference not in READ_PREFERENCES:
             raise ValueError(f"read preference must be one of {READ_PREFERENCES}")
         self.read_preference = read_preference
@@ -65,8 +70,10 @@ class RouterServer:
         self._poller = zmq.Poller()
         # (route id, request id) -> (deadline, node link, gather part or None, read or None);
         # insertion order is deadline order, since every request, and every retry of a read,
-        # gets the same timeout from when it is sent.
-        self._pending: dict[tuple[bytes, int], tuple[float, NodeLink, Optional[Part], Optional[Read]]] = {}
+        # gets the same timeout from when it is sent. Writes a master may hold for their
+        # write concern get a longer one, so they wait in a dict of their own.
+        self._pending: dict[tuple[bytes, int], Pending] = {}
+        self._pending_held: dict[tuple[bytes, int], Pending] = {}
         self._ids = itertools.count(1)
         self.counts: dict[str, int] = {}
         self.started = time.monotonic()
@@ -79,7 +86,8 @@ class RouterServer:
     def partition_map(self) -> dict:
         """What a client needs to route by itself: the masters in partition order, and how
         long a master may take (past it, the router would answer 503)."""
-        return {"masters": list(self.masters), "node_timeout_s": self.node_timeout}
+        return {"masters": list(self.masters), "node_timeout_s": self.node_timeout,
+                "replication_timeout_s": self.replication_timeout}
 
     def status(self) -> dict:
         """The router's view of its partitions (read from other threads; a snapshot)."""
@@ -169,12 +177,17 @@ class RouterServer:
                 f"{op} is for nodes; send it to a node, not to the router")))
         elif OPS[op] in ("k", "ki"):  # get, del, set: the frame goes on as it came
             index = partition_for(request.args[0], len(self._partitions))
-            self._forward(front, route, request.request_id, index, op, frame, None)
+            self._forward(front, route, request.request_id, index, op, frame, None,
+                          held_for=self._held_for(request.w))
         else:
-            self._scatter(front, route, request.request_id, op, request.args[0])
+            self._scatter(front, route, request.request_id, op, request.args[0], request.w)
+
+    def _held_for(self, w: object) -> float:
+        """How long a master may hold a write of concern `w` before it answers."""
+        return 0.0 if w == 1 else self.replication_timeout
 
     def _scatter(self, front: zmq.Socket, route: list[bytes], request_id: int, op: str,
-                 entries: list) -> None:
+                 entries: list, w: object = 1) -> None:
         parts = split(op, entries, len(self._partitions))
         if not parts:
             self._reply(front, route, encode_reply(request_id, True if op == "mset" else []))
@@ -182,16 +195,18 @@ class RouterServer:
         gather = Gather(route, request_id, op, len(entries), len(parts))
         for index, (positions, subset) in parts.items():
             sub_id = next(self._ids)
-            self._forward(front, INTERNAL, sub_id, index, op, encode_request(sub_id, op, [subset]),
-                          (gather, positions))
+            args = [subset] if w == 1 else [subset, w]
+            self._forward(front, INTERNAL, sub_id, index, op, encode_request(sub_id, op, args),
+                          (gather, positions), held_for=self._held_for(w))
             if gather.done:
                 return
 
     def _forward(self, front: zmq.Socket, route: list[bytes], request_id: int, index: int,
                  op: str, frame: bytes, part: Optional[Part],
-                 tried: Optional[tuple[NodeLink, ...]] = None) -> None:
+                 tried: Optional[tuple[NodeLink, ...]] = None, held_for: float = 0.0) -> None:
         """Send a request to its partition: a write to the master, a read to a reader (or,
-        when `tried` is given, to a member not tried yet)."""
+        when `tried` is given, to a member not tried yet). `held_for`: how much longer than
+        the node timeout the node may take (a write waiting on its write concern)."""
         partition = self._partitions[index]
         read = None
         if op in READS:
@@ -208,8 +223,9 @@ class RouterServer:
                 self._unavailable(front, route, request_id, part, f"{link.name} is not reachable"
                                   + self._what_still_works(partition, op))
             return
-        self._pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout, link,
-                                                 part, read)
+        pending = self._pending_held if held_for else self._pending
+        pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout + held_for,
+                                           link, part, read)
 
     def _read_elsewhere(self, front: zmq.Socket, route: list[bytes], request_id: int,
                         part: Optional[Part], read: Optional[Read]) -> bool:
@@ -239,7 +255,10 @@ class RouterServer:
         except BadMessage:
             log.warning("%s sent an undecodable reply", link.name)
             return
-        entry = self._pending.pop((route[0], reply.request_id), None) if route else None
+        entry = None
+        if route:
+            key = (route[0], reply.request_id)
+            entry = self._pending.pop(key, None) or self._pending_held.pop(key, None)
         if entry is None:
             if route == INTERNAL and reply.status == 0 and isinstance(reply.payload, dict):
                 self._status_from(link, reply.payload)
@@ -254,12 +273,16 @@ class RouterServer:
                 self._reply(front, gather.route, answer)
 
     def _expire(self, front: zmq.Socket, now: float) -> None:
-        while self._pending:
-            key = next(iter(self._pending))
-            deadline, link, part, read = self._pending[key]
+        for pending in (self._pending, self._pending_held):
+            self._expire_from(front, pending, now)
+
+    def _expire_from(self, front: zmq.Socket, pending: dict, now: float) -> None:
+        while pending:
+            key = next(iter(pending))
+            deadline, link, part, read = pending[key]
             if deadline > now:
                 return
-            del self._pending[key]
+            del pending[key]
             link.alive = False
             route = INTERNAL if part is not None else [key[0]]
             if not self._read_elsewhere(front, route, key[1], part, read):

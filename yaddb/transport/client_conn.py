@@ -45,14 +45,15 @@ class Connection:
         self._rcvtimeo = -1
         self._next_id = random.randrange(1 << 30)  # a restarted client never reuses recent ids
 
-    def call(self, op: str, args: list, retries: int = 0) -> Any:
+    def call(self, op: str, args: list, retries: int = 0, extra_time: float = 0.0) -> Any:
         """Send one request and return its reply's payload (raising the error it carries).
 
-        The whole call takes at most `timeout`: it is split between 1 + `retries` attempts.
+        The whole call takes at most `timeout` (plus `extra_time`, for a write its node may
+        hold that long): it is split between 1 + `retries` attempts.
         After an attempt times out the socket is closed and reopened (a reply to the lost
         request can then never be mistaken for a later one) and the request is sent again.
         """
-        attempt_ms = max(1, self._timeout_ms // (retries + 1))
+        attempt_ms = max(1, (self._timeout_ms + int(extra_time * 1000)) // (retries + 1))
         for attempt in range(retries + 1):
             self._next_id += 1
             try:
@@ -63,6 +64,16 @@ class Connection:
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable")
+
+    def send_only(self, op: str, args: list) -> bool:
+        """Send a request that gets no reply (a slave's ack); False if it could not be queued
+        (no connection): nothing waits for it, so nothing is lost but its news."""
+        self._next_id += 1
+        try:
+            self._socket().send(encode_request(self._next_id, op, args), zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def _round_trip(self, request_id: int, frame: bytes, timeout_ms: int):
         sock = self._socket()

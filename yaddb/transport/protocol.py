@@ -11,21 +11,29 @@ Requests and their ok payloads (keys are bytes, items are the blobs of yaddb.ite
 
     ping   []                         -> "PONG"
     get    [key]                      -> item or nil
-    set    [key, item]                -> the write's sequence number
-    del    [key]                      -> true if the key existed
+    set    [key, item (, w)]          -> the write's sequence number
+    del    [key (, w)]                -> true if the key existed
     mget   [[key, ...]]               -> [item or nil, ...]
-    mset   [[[key, item], ...]]       -> the last write's sequence number
-    mdel   [[key, ...]]               -> [existed, ...]
+    mset   [[[key, item], ...] (, w)] -> the last write's sequence number
+    mdel   [[key, ...] (, w)]         -> [existed, ...]
     stats  []                         -> a map of figures
     map    []                         -> {"masters": ["host:port" of each partition's master],
-                                          "node_timeout_s": seconds} (routers only: for
-                                         clients that route by themselves)
+                                          "node_timeout_s": seconds, "replication_timeout_s":
+                                          seconds} (routers only: for clients that route by
+                                          themselves)
+
+A write's last argument may be its write concern `w`: a number of members (1, the default
+when it is left out, is the master alone), "majority" or "all" of the partition's members.
+With w other than 1 the master replies once enough members applied the write, or with
+ReplicationTimeout after its replication timeout.
 
 Replication, between nodes (yaddb.replication.master says what each answers):
 
     sync    [history, applied, max_bytes]        a slave catching up: log or snapshot
     chunk   [cursor]                             the next part of a snapshot
     replica [address, history, applied, ready]   a slave's heartbeat to its master
+    ack     [address, history, applied]          a slave's prompt word of what it applied
+                                                 (no reply: the master may be waiting on it)
     follow  ["host:port"]                        make this slave replicate that master
 
 Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
@@ -37,8 +45,9 @@ from typing import Any, NamedTuple, Optional
 
 import msgpack
 
-from yaddb.errors import (BadMessage, BadRequest, NotMaster, StorageError, Unavailable,
-                          ValueTooLarge, YaddbError, YaddbTimeout)
+from yaddb.errors import (BadMessage, BadRequest, NotMaster, ReplicationTimeout, StorageError,
+                          Unavailable, ValueTooLarge, YaddbError, YaddbTimeout)
+from yaddb.limits import check_write_concern
 
 VERSION = 1
 MAX_BATCH = 10_000  # keys in one mget, mset or mdel
@@ -54,6 +63,7 @@ ERROR_CODES: dict[int, type[YaddbError]] = {
     6: StorageError,
     7: YaddbTimeout,
     8: YaddbError,
+    9: ReplicationTimeout,
 }
 CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 
@@ -61,15 +71,17 @@ CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 # or anything (a: the op's handler checks it)
 OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
                        "mset": "P", "mdel": "K", "stats": "", "map": "",
-                       "sync": "aaa", "chunk": "a", "replica": "aaaa", "follow": "a"}
+                       "sync": "aaa", "chunk": "a", "replica": "aaaa", "follow": "a",
+                       "ack": "aaa"}
 WRITES = frozenset({"set", "del", "mset", "mdel"})
-REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow"})
+REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow", "ack"})
 
 
 class Request(NamedTuple):
     request_id: int
     op: str
-    args: list
+    args: list                # without the write concern
+    w: "int | str" = 1        # a write's concern: members, "majority" or "all"
 
 
 class Reply(NamedTuple):
@@ -123,6 +135,13 @@ def decode_request(frame: object) -> Request:
         kinds = OPS[op]
     except (KeyError, TypeError):
         raise _bad(request_id, f"unknown operation {op!r}; known: {', '.join(OPS)}") from None
+    w: "int | str" = 1
+    if isinstance(args, list) and op in WRITES and len(args) == len(kinds) + 1:
+        try:
+            w = check_write_concern(args[-1])
+        except BadRequest as exc:
+            raise _bad(request_id, f"{op}: {exc}") from None
+        args = args[:-1]
     if not isinstance(args, list) or len(args) != len(kinds):
         raise _bad(request_id, f"{op} takes {len(kinds)} argument(s)")
     for kind, arg in zip(kinds, args):
@@ -137,7 +156,7 @@ def decode_request(frame: object) -> Request:
                                        and type(pair[0]) is bytes and type(pair[1]) is bytes
                                        for pair in arg):
                 raise _bad(request_id, f"{op}: every entry must be [key, item], both bytes")
-    return Request(request_id, op, args)
+    return Request(request_id, op, args, w)
 
 
 def decode_reply(frame: object) -> Reply:
