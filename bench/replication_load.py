@@ -21,15 +21,16 @@ SAMPLE_S = 0.05          # how often the sampler asks master and slaves where th
 # -- client processes ----------------------------------------------------------------------------
 
 def writer_process(port: int, wid: int, writers: int, mode: str, duration: float,
-                   rate: float, sample_every: int, results, samples, start, go) -> None:
+                   rate: float, sample_every: int, results, samples, start, go,
+                   w: object = 1) -> None:
     """One writer: `set`s (mode "set") or `mset`s of BATCH (mode "mset") of its own keys from
     start.value for `duration` s; closed loop when rate is 0, else paced open loop at
     rate / writers, shifted by wid / rate so the writers interleave. Every `sample_every`-th
     write's (key, ack time) goes to `samples` (None: no sampling). Puts its figures on
-    `results`."""
+    `results`. `w`: the write concern of every write."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     try:
-        client = client_to(port, timeout=10.0, direct=False)
+        client = client_to(port, timeout=10.0, direct=False, w=w)
         client.ping()
         results.put(("ready", wid))
         go.wait(60)
@@ -176,14 +177,16 @@ class Sampler(threading.Thread):
                 max([sample[4] for sample in self.samples] or [0]))
 
 
-def run_load(cluster: Cluster, args, mode: str, rate: float = 0.0, probe: bool = False) -> dict:
-    """--writers processes against the cluster's master (and the probe on its first slave):
-    start them, release them together, collect their figures, wait for the slaves to converge."""
+def run_load(cluster: Cluster, args, mode: str, rate: float = 0.0, probe: bool = False,
+             w: object = 1) -> dict:
+    """--writers processes against the cluster's master (and the probe on its first slave),
+    writing with concern `w`: start them, release them together, collect their figures, wait
+    for the slaves to converge."""
     results, start, go = SPAWN.Queue(), SPAWN.Value("d", 0.0), SPAWN.Event()
     samples = SPAWN.Queue() if probe else None
     procs = [SPAWN.Process(target=writer_process, daemon=True,
                            args=(cluster.master.port, wid, args.writers, mode, args.duration,
-                                 rate, args.sample_every, results, samples, start, go))
+                                 rate, args.sample_every, results, samples, start, go, w))
              for wid in range(args.writers)]
     if probe:
         procs.append(SPAWN.Process(target=probe_process, daemon=True,

@@ -79,7 +79,9 @@ class NodeServer:
         outbox = self.handler.outbox
         now = time.monotonic()
         if outbox:
-            if now - self._published_at < COALESCE_MS / 1000:
+            # Writes waiting on their write concern go out at once: merging would add to
+            # their wait what it saves the slaves.
+            if now - self._published_at < COALESCE_MS / 1000 and not self._held:
                 self._wake_in(sock, COALESCE_MS)  # to publish them even if no request comes
                 return
             for message in self.handler.source.publish(outbox):
