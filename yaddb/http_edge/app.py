@@ -7,11 +7,12 @@ Endpoints (CONTRACT section 4); every error is JSON `{"error": "<message for a p
 
     GET    /ping       200 "PONG" (text/plain)
     PUT    /set        JSON {"key": hex (optional), "content_type": str, "encoding": str,
-                       "value": str [, "value_encoding": "utf-8" | "base64"]}
-                       -> 200 {"<hex key>": {item}}; 400, 413, 503
+                       "value": str [, "value_encoding": "utf-8" | "base64"]}; ?w=1|N|majority|all
+                       -> 200 {"<hex key>": {item}}; 400, 413, 503 (ReplicationTimeout too)
     POST   /query      the key: raw bytes (Content-Type: application/octet-stream) or its hex
                        (Content-Type: text/plain) -> 200 {"<hex key>": {item}}; 400, 404, 503
-    DELETE /delete     the key, as for /query -> 200 {"deleted": "<hex key>"}; 400, 404, 503
+    DELETE /delete     the key, as for /query; ?w= as for /set -> 200 {"deleted": "<hex key>"};
+                       400, 404, 503
     POST   /subscribe  JSON {"ip": str, "port": int [, "master": "host:port"]}
                        -> 200 "Subscribed" (text/plain); 400, 418, 503
     GET    /stats      200 JSON: the router's view (status_provider) plus "http_edge" counts
