@@ -45,6 +45,12 @@ class ReplicationTimeout(Unavailable):
     write concern asked for within the replication timeout. It is not undone."""
 
 
+class StaleEpoch(YaddbError):
+    """A control message from an older configuration than the node has seen."""
+
+    http_status = 409
+
+
 class BadMessage(YaddbError):
     """Frames that do not decode as a YADDB message."""
 

@@ -125,7 +125,6 @@ def test_min_slaves_to_write_refuses_writes_while_slaves_are_silent(tmp_path, pr
                     client.set(b"late", b"v")
                 except Unavailable as exc:
                     return "min-slaves-to-write" in str(exc)
-                client.delete(b"late")
                 return False
             wait_for(refused, "the master to refuse writes with its slave silent", 30)
         assert client.get(b"alone") is None

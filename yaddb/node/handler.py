@@ -18,10 +18,11 @@ from yaddb.item import check_blob
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key
 from yaddb.lsm import Engine
 from yaddb.replication.concern import Held, release
+from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.placement import parse_address
-from yaddb.transport.protocol import (REPLICATION_OPS, Request, WRITES, decode_request,
+from yaddb.transport.protocol import (CONTROL_OPS, REPLICATION_OPS, Request, WRITES, decode_request,
                                       encode_error, encode_reply)
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,14 @@ class NodeHandler:
 
     def __init__(self, engine: Engine, role: str = "master", max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  source: Optional[ReplicationSource] = None,
-                 replica: Optional[Replica] = None, *,
+                 replica: Optional[Replica] = None, *, lease: Optional[Lease] = None,
                  replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
                  min_slaves_to_write: int = 0, min_slaves_max_lag: float = 10.0) -> None:
         """replication_timeout: how long a w>1 write waits for its members. A master refuses
         writes while fewer than min_slaves_to_write slaves were heard from within
         min_slaves_max_lag seconds (0: never)."""
         self.engine = engine
+        self.lease = lease  # None: no fencing (a node in a test of its own)
         self.replication_timeout = replication_timeout
         self.min_slaves_to_write = min_slaves_to_write
         self.min_slaves_max_lag = min_slaves_max_lag
@@ -115,6 +117,8 @@ class NodeHandler:
             try:
                 if request.op in WRITES:
                     self._write(request, index, pending, replies)
+                elif request.op in CONTROL_OPS:
+                    replies[index] = encode_reply(request.request_id, self._control(request))
                 elif request.op in REPLICATION_OPS:
                     answer = self._replication(request)
                     replies[index] = None if answer is NO_REPLY else \
@@ -153,6 +157,8 @@ class NodeHandler:
     def _write(self, request: Request, index: int, pending: _Round, replies: list) -> None:
         if self.role != "master":
             raise NotMaster(NOT_MASTER)
+        if self.lease is not None:
+            self.lease.check_writable()
         if self.min_slaves_to_write and self.source is not None:
             heard = self.source.slaves_heard_within(self.min_slaves_max_lag)
             if heard < self.min_slaves_to_write:
@@ -181,6 +187,14 @@ class NodeHandler:
                             existed[0] if op == "del" else existed, w)
             else:
                 replies[index] = encode_reply(request_id, [])
+
+    def _control(self, request: Request) -> Any:
+        """A router's command: today the master's lease."""
+        if self.lease is None:
+            raise BadRequest("this node takes no control messages (started without a data dir)")
+        if self.role != "master":
+            raise NotMaster(f"{NOT_MASTER}: only a master holds a lease")
+        return self.lease.grant(request.args)
 
     def _replication(self, request: Request) -> Any:
         op, args = request.op, request.args
@@ -240,6 +254,7 @@ class NodeHandler:
                 "slaves": self.source.slaves(), "backlog_from": self.source.backlog.oldest_seq,
                 "snapshots_served": self.source.snapshots_served}),
             **({} if self.replica is None else {"replication": self.replica.status()}),
+            **({} if self.lease is None else self.lease.status()),
         }
 
 

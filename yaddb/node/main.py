@@ -19,6 +19,7 @@ from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
 from yaddb.node.handler import NodeHandler
 from yaddb.node.server import NodeServer
 from yaddb.replication.backlog import DEFAULT_BACKLOG_BYTES
+from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.replication.state import ReplicationState, load_state, new_history, save_state
@@ -97,6 +98,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except YaddbError as exc:
         log.error("cannot open %s: %s", data_dir, exc)
         return 1
+    try:
+        lease = Lease(data_dir)
+    except YaddbError as exc:
+        engine.close()
+        log.error("cannot open %s: %s", data_dir, exc)
+        return 1
     context = zmq.Context()
     pub_port = args.pub_port or args.port + 1
     source = replica = None
@@ -107,6 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
         replica = Replica(engine, data_dir, f"{advertised}:{args.port}", context)
     handler = NodeHandler(engine, args.role, args.max_value_bytes, source, replica,
+                          lease=lease,
                           replication_timeout=args.replication_timeout,
                           min_slaves_to_write=args.min_slaves_to_write,
                           min_slaves_max_lag=args.min_slaves_max_lag)

@@ -29,7 +29,7 @@ from yaddb.errors import BadMessage, BadRequest, Unavailable, YaddbError
 from yaddb.router.gather import Gather, split
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
 from yaddb.placement import partition_for
-from yaddb.transport.protocol import (OPS, REPLICATION_OPS, decode_reply, decode_request,
+from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, decode_reply, decode_request,
                                       encode_error, encode_reply, encode_request)
 from yaddb.transport.sockets import client_socket, server_socket
 
@@ -172,7 +172,7 @@ class RouterServer:
             self._reply(front, route, encode_reply(request.request_id, self.status()))
         elif op == "map":
             self._reply(front, route, encode_reply(request.request_id, self.partition_map()))
-        elif op in REPLICATION_OPS:
+        elif op in REPLICATION_OPS or op in CONTROL_OPS:
             self._reply(front, route, encode_error(request.request_id, BadRequest(
                 f"{op} is for nodes; send it to a node, not to the router")))
         elif OPS[op] in ("k", "ki"):  # get, del, set: the frame goes on as it came

@@ -36,6 +36,10 @@ Replication, between nodes (yaddb.replication.master says what each answers):
                                                  (no reply: the master may be waiting on it)
     follow  ["host:port"]                        make this slave replicate that master
 
+Control, from a router to its nodes (docs/failover.md):
+
+    lease   [epoch, granted_at or nil, seconds]  -> {"now", "epoch", "lease_s"}: a master's lease
+
 Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
 when one could be read, so the error reply still matches) and nothing else.
 """
@@ -45,8 +49,8 @@ from typing import Any, NamedTuple, Optional
 
 import msgpack
 
-from yaddb.errors import (BadMessage, BadRequest, NotMaster, ReplicationTimeout, StorageError,
-                          Unavailable, ValueTooLarge, YaddbError, YaddbTimeout)
+from yaddb.errors import (BadMessage, BadRequest, NotMaster, ReplicationTimeout, StaleEpoch,
+                          StorageError, Unavailable, ValueTooLarge, YaddbError, YaddbTimeout)
 from yaddb.limits import check_write_concern
 
 VERSION = 1
@@ -64,6 +68,7 @@ ERROR_CODES: dict[int, type[YaddbError]] = {
     7: YaddbTimeout,
     8: YaddbError,
     9: ReplicationTimeout,
+    10: StaleEpoch,
 }
 CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 
@@ -72,9 +77,10 @@ CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
                        "mset": "P", "mdel": "K", "stats": "", "map": "",
                        "sync": "aaa", "chunk": "a", "replica": "aaaa", "follow": "a",
-                       "ack": "aaa"}
+                       "ack": "aaa", "lease": "aaa"}
 WRITES = frozenset({"set", "del", "mset", "mdel"})
 REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow", "ack"})
+CONTROL_OPS = frozenset({"lease"})  # from a router to its nodes
 
 
 class Request(NamedTuple):
