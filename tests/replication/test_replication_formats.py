@@ -21,7 +21,12 @@ def test_a_log_message_round_trips_with_its_deletes():
     entries = [(b"k1", b"v1"), (b"k2", None), (b"\x00\xff", b"")]
     message = decode_published(encode_log(HISTORY, 7, entries))
     assert message == Published(HISTORY, 7, [[b"k1", b"v1"], [b"k2", None], [b"\x00\xff", b""]])
-    assert message.last_seq == 9
+    assert message.last_seq == 9 and not message.ack_wanted
+
+
+def test_a_log_message_may_ask_slaves_to_confirm_at_once():
+    message = decode_published(encode_log(HISTORY, 7, [(b"k", b"v")], ack_wanted=True))
+    assert message == Published(HISTORY, 7, [[b"k", b"v"]], True) and message.ack_wanted
 
 
 @pytest.mark.parametrize("seq", [0, 1, 12345, 2**63 - 1])

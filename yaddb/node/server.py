@@ -84,7 +84,7 @@ class NodeServer:
             if now - self._published_at < COALESCE_MS / 1000 and not self._held:
                 self._wake_in(sock, COALESCE_MS)  # to publish them even if no request comes
                 return
-            for message in self.handler.source.publish(outbox):
+            for message in self.handler.source.publish(outbox, ack_wanted=bool(self._held)):
                 self._send_published(pub, message)
             outbox.clear()
             self._wake_in(sock, POLL_MS)

@@ -65,17 +65,18 @@ class ReplicationSource:
         """Keep durable writes in the backlog, before they are published."""
         self.backlog.append(first_seq, entries)
 
-    def publish(self, batches: list[tuple[int, list[Entry]]]) -> list[bytes]:
-        """Messages for the PUB socket: consecutive batches merged into one each."""
+    def publish(self, batches: list[tuple[int, list[Entry]]], ack_wanted: bool = False) -> list[bytes]:
+        """Messages for the PUB socket: consecutive batches merged into one each; with
+        ack_wanted (a write waits on its concern) slaves are asked to confirm at once."""
         messages = []
         first, entries = batches[0][0], list(batches[0][1])
         for batch_first, batch in batches[1:]:
             if batch_first == first + len(entries):
                 entries.extend(batch)
             else:
-                messages.append(encode_log(self.history, first, entries))
+                messages.append(encode_log(self.history, first, entries, ack_wanted))
                 first, entries = batch_first, list(batch)
-        messages.append(encode_log(self.history, first, entries))
+        messages.append(encode_log(self.history, first, entries, ack_wanted))
         self.published_seq = first + len(entries) - 1
         return messages
 

@@ -3,6 +3,9 @@
 Every message is one frame holding one msgpack array:
 
     ["log", history, first_seq, [[key, item or nil], ...]]   writes first_seq, first_seq + 1, ...
+    ["logack", history, first_seq, [...]]                     the same, and a write among them
+                                                              waits on its write concern: slaves
+                                                              say at once what they applied
     ["hb", history, seq]                                      nothing new after seq
 
 `history` names one line of the master's data (a random id made when its data dir was new), so
@@ -26,14 +29,16 @@ class Published(NamedTuple):
     history: str
     first_seq: int          # a heartbeat: seq + 1, so last_seq is the master's sequence
     entries: list
+    ack_wanted: bool = False  # "logack": the master holds a reply until slaves confirm
 
     @property
     def last_seq(self) -> int:
         return self.first_seq + len(self.entries) - 1
 
 
-def encode_log(history: str, first_seq: int, entries: list[Entry]) -> bytes:
-    return msgpack.packb(["log", history, first_seq, entries], use_bin_type=True)
+def encode_log(history: str, first_seq: int, entries: list[Entry], ack_wanted: bool = False) -> bytes:
+    return msgpack.packb(["logack" if ack_wanted else "log", history, first_seq, entries],
+                         use_bin_type=True)
 
 
 def encode_heartbeat(history: str, seq: int) -> bytes:
@@ -50,9 +55,9 @@ def decode_published(frame: bytes) -> Published:
         raise BadMessage("a published message must be [kind, history, ...]")
     if message[0] == "hb" and len(message) == 3 and type(message[2]) is int:
         return Published(message[1], message[2] + 1, [])
-    if message[0] == "log" and len(message) == 4 and type(message[2]) is int \
+    if message[0] in ("log", "logack") and len(message) == 4 and type(message[2]) is int \
             and isinstance(message[3], list) and check_entries(message[3]):
-        return Published(message[1], message[2], message[3])
+        return Published(message[1], message[2], message[3], message[0] == "logack")
     raise BadMessage(f"unknown published message {str(message[0])[:40]!r}")
 
 

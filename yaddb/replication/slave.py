@@ -146,13 +146,15 @@ class Replica:
         heard = reported = time.monotonic()
         while not self._stop.is_set():
             if sub.poll(int(HEARTBEAT_S * 1000)):
+                ack_wanted = False
                 for _ in range(DRAIN_MAX):
                     try:
                         frame = sub.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._apply_published(conn, frame)
-                self._ack(conn)
+                    ack_wanted |= self._apply_published(conn, frame)
+                if ack_wanted:
+                    self._ack(conn)
                 heard = time.monotonic()
             now = time.monotonic()
             if now - heard > SILENCE_S:
@@ -161,25 +163,27 @@ class Replica:
                 self._report(conn)
                 reported = now
 
-    def _apply_published(self, conn: Connection, frame: bytes) -> None:
+    def _apply_published(self, conn: Connection, frame: bytes) -> bool:
+        """Apply what the master published; True if it asks for an ack at once."""
         try:
             message = decode_published(frame)
         except BadMessage as exc:
             log.warning("ignoring a published message: %s", exc)
-            return
+            return False
         if message.history != self.state.history:
             raise SessionOver("the master's history changed (its data was replaced)")
         self.master_seq = max(self.master_seq, message.last_seq)
         if message.last_seq <= self.state.applied:
-            return
+            return message.ack_wanted
         if message.first_seq > self.state.applied + 1:
             self.counts["gaps"] += 1
             log.info("missed writes %d..%d; catching up", self.state.applied + 1,
                      message.first_seq - 1)
             self._catch_up(conn)
             if message.last_seq <= self.state.applied or not message.entries:
-                return
+                return message.ack_wanted
         self._apply(message.first_seq, message.entries)
+        return message.ack_wanted
 
     def _apply(self, first_seq: int, entries: list) -> None:
         """Apply the writes first_seq.. that this slave does not have yet."""
