@@ -24,7 +24,8 @@ def _probe() -> str:
     try:
         iptables = find_iptables()
     except (NetworkError, OSError) as exc:
-        pytest.skip(f"the chaos suite needs namespaces and iptables inside them: {exc}")
+        pytest.skip(f"the chaos suite needs namespaces and iptables inside them (as root: "
+                    f"apt-get install iptables): {exc}")
     try:
         with TestNetwork(["probe1", "probe2"], iptables=iptables) as network:
             crossing = {route: network.connects(*route) for route in

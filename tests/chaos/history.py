@@ -140,9 +140,9 @@ class History:
                        if op.kind == kind and op.result == OK and op.start > moment)
 
     def counts(self) -> dict[str, int]:
-        """`kind result` -> how many: for the test's summary line."""
+        """`kind result` (with ` w=...` when one was given) -> how many: for a summary."""
         out: dict[str, int] = {}
         for op in self.ops:
-            name = f"{op.kind} {op.result}"
+            name = f"{op.kind} {op.result}" + (f" w={op.w}" if op.w else "")
             out[name] = out.get(name, 0) + 1
         return out

@@ -137,7 +137,8 @@ class TestNetwork:
             raise ValueError(f"hosts must be 1 to 200 distinct names other than {OUTSIDE!r}")
         self.hosts = list(hosts)
         self.iptables = iptables
-        self.prefix = f"yc{os.getpid():x}-{next(_networks):x}"
+        self.number = next(_networks)
+        self.prefix = f"yc{os.getpid():x}-{self.number:x}"
         self.bridge = f"{self.prefix}b"
         self._lock_fd: Optional[int] = None
         self._made_namespaces: list[str] = []
@@ -182,6 +183,8 @@ class TestNetwork:
             run("ip", "-n", namespace, "addr", "add", f"{self.address(host)}/{length}", "dev", "eth0")
             run("ip", "-n", namespace, "link", "set", "lo", "up")
             run("ip", "-n", namespace, "link", "set", "eth0", "up")
+        for host in self.hosts:  # the kernel reports carrier in its own time
+            self._wait_link_up(host)
 
     def _claim_subnet(self) -> ipaddress.IPv4Network:
         """A /24 of SUBNETS that no address or route here touches, held by a lock file (two
@@ -190,7 +193,9 @@ class TestNetwork:
         taken = [ipaddress.ip_network(text, strict=False)
                  for text in re.findall(r"(\d+\.\d+\.\d+\.\d+(?:/\d+)?)", used)]
         candidates = list(SUBNETS.subnets(new_prefix=24))
-        start = os.getpid() % len(candidates)
+        # Each network of this process starts elsewhere: a subnet just given back may still
+        # be in use by a namespace the kernel is destroying in the background.
+        start = (os.getpid() + 37 * self.number) % len(candidates)
         for subnet in candidates[start:] + candidates[:start]:
             if any(subnet.overlaps(other) for other in taken):
                 continue
@@ -281,6 +286,9 @@ class TestNetwork:
         changes on in its own time (up to a second later), and a host is not healed before."""
         run("ip", "link", "set", self.veth(host), "up")
         self._cut_off.discard(host)
+        self._wait_link_up(host)
+
+    def _wait_link_up(self, host: str) -> None:
         deadline = time.monotonic() + LINK_UP_S
         while not (_state_up(run("ip", "-o", "link", "show", self.veth(host)).stdout) and
                    _state_up(run("ip", "-n", self.namespace(host), "-o", "link", "show",
@@ -321,11 +329,18 @@ class TestNetwork:
                            "random", "--probability", f"{probability:.3f}", "-j", "DROP")
 
     def heal(self) -> None:
-        """Every link up and every host's rules gone."""
+        """Every link up and every host's rules gone. After a cut, every neighbour (ARP) cache
+        of the network is emptied too: a host that sent during the cut keeps an unresolved
+        entry that holds its packets until its next probe, up to a second after the heal."""
+        was_cut = bool(self._cut_off)
         for host in list(self._cut_off):
             self.reconnect(host)
         for host in self.hosts:
             self._iptables(host, "-F")
+            if was_cut:
+                run("ip", "-n", self.namespace(host), "neigh", "flush", "all")
+        if was_cut:
+            run("ip", "neigh", "flush", "dev", self.bridge)  # our bridge's entries only
 
     def rules(self, host: str) -> str:
         return run("ip", "netns", "exec", self.namespace(host), self.iptables, "-w", "-S").stdout

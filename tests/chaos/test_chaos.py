@@ -51,6 +51,7 @@ def test_one_partition_keeps_what_it_acknowledged_through_process_and_network_fa
     nemesis = Nemesis(cluster, history, rng)
     workload = Workload(history, cluster.endpoint(ROUTER), seed).start()
     began = time.monotonic()
+    settle_times = []
     try:
         for cycle, name in enumerate(nemesis.schedule(cycles), 1):
             history.note(f"cycle {cycle}/{cycles}: {name}")
@@ -59,7 +60,9 @@ def test_one_partition_keeps_what_it_acknowledged_through_process_and_network_fa
                 time.sleep(rng.uniform(*HOLD_S))  # the fault's duration: this is the nemesis
             finally:
                 heal()
-            cluster.wait_settled(history, time.monotonic(), SETTLE_S)
+            healed_at = time.monotonic()
+            cluster.wait_settled(history, healed_at, SETTLE_S)
+            settle_times.append(time.monotonic() - healed_at)
     finally:
         network.heal()  # whatever went wrong, nothing stays cut or frozen for the teardown
         cluster.resume_all()
@@ -71,9 +74,10 @@ def test_one_partition_keeps_what_it_acknowledged_through_process_and_network_fa
     finals = cluster.final_contents()
 
     counts = history.counts()
-    print(f"chaos: {cycles} cycles in {faults_took:.1f} s; operations: {counts}")
+    print(f"chaos: {cycles} cycles in {faults_took:.1f} s, settled within "
+          f"{max(settle_times, default=0):.2f} s of each heal; operations: {counts}")
     # The run means something only if every kind of operation succeeded often.
-    for kind in ("write ok", "delete ok", "read ok"):
+    for kind in ("write ok", "write ok w=majority", "delete ok", "delete ok w=majority", "read ok"):
         assert counts.get(kind, 0) >= 10 * cycles, f"too few {kind}: {counts}"
     violations = check(history.ops, finals, [(MASTER, SLAVES)])
     assert not violations, f"YADDB_CHAOS_SEED={seed}\n" + report(

@@ -82,6 +82,12 @@ def test_an_unknown_write_may_land_even_after_a_later_acknowledged_one():
     assert not final_ok(ops, {})
 
 
+def test_only_acknowledged_mutations_push_earlier_ones_out():
+    ops = [w(b"a", 1, 2), w(b"b", 3, 4, result=INFO), w(b"c", 5, 6, result=FAIL)]
+    assert final_ok(ops, {K: b"a"}) and final_ok(ops, {K: b"b"})
+    assert not final_ok(ops, {K: b"c"}) and not final_ok(ops, {})
+
+
 def test_an_unknown_delete_may_or_may_not_have_happened():
     ops = [w(b"a", 1, 2), d(3, 4, result=INFO)]
     assert final_ok(ops, {}) and final_ok(ops, {K: b"a"})

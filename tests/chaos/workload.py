@@ -4,7 +4,10 @@ a small set of keys (so operations on one key overlap), each operation recorded 
 Half the clients use the default Client, which takes the partition map from the router and
 sends one-key calls straight to the master (reads too); the other half go through the router
 (direct=False), whose reads alternate between the master and its ready slaves, so stale reads
-from slaves are part of the history too.
+from slaves are part of the history too. The first half writes and deletes with the default
+write concern (w=1), the second with w="majority" (a master and one of its two slaves): each
+way of routing meets each concern. A ReplicationTimeout (applied on the master, not confirmed
+by enough slaves in time) is recorded as unknown.
 """
 from __future__ import annotations
 
@@ -53,24 +56,27 @@ class Workload:
     def _client(self, number: int) -> None:
         rng = random.Random(self.seed * 1000 + number)
         name = f"c{number}"
+        concern = "majority" if number >= len(self._threads) // 2 else None
         try:
-            with Client(self.endpoint, timeout=self.timeout, direct=number % 2 == 0) as client:
+            with Client(self.endpoint, timeout=self.timeout, direct=number % 2 == 0,
+                        w=concern or 1) as client:
                 for count in range(MAX_OPS):
                     if self._stop.is_set():
                         return
-                    self._one(client, name, count, rng)
+                    self._one(client, name, count, rng, concern)
                     self._stop.wait(PACE_S)
         except BaseException as exc:  # a bug of the test: the main thread raises it
             self.errors.append(exc)
 
-    def _one(self, client: Client, name: str, count: int, rng: random.Random) -> None:
+    def _one(self, client: Client, name: str, count: int, rng: random.Random,
+             concern: Optional[str]) -> None:
         key = rng.choice(self.keys)
         dice = rng.random()
         if dice < WRITE_SHARE:
             value = f"{name}-{count}".encode()  # unique: it names this write
-            self.history.run(name, WRITE, key, value, lambda: client.set(key, value))
+            self.history.run(name, WRITE, key, value, lambda: client.set(key, value), concern)
         elif dice < WRITE_SHARE + DELETE_SHARE:
-            self.history.run(name, DELETE, key, None, lambda: client.delete(key))
+            self.history.run(name, DELETE, key, None, lambda: client.delete(key), concern)
         else:
             self.history.run(name, READ, key, None, lambda: _value(client.get(key)))
 

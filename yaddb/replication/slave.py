@@ -171,7 +171,8 @@ class Replica:
             log.warning("ignoring a published message: %s", exc)
             return False
         if message.history != self.state.history:
-            raise SessionOver("the master's history changed (its data was replaced)")
+            raise SessionOver("the master's history changed (it restarted, or its data was replaced); "
+                              "catching up again from where this slave is")
         self.master_seq = max(self.master_seq, message.last_seq)
         if message.last_seq <= self.state.applied:
             return message.ack_wanted
