@@ -29,13 +29,11 @@ import functools
 import itertools
 import math
 import os
-import shutil
 import sys
-import tempfile
 from typing import Iterator
 
 from common import BenchError, cpu_list, percentiles, print_table, split_cpus, verdict
-from replication_cluster import INTERRUPTS, Cluster, signals_held
+from replication_cluster import Cluster, run_benchmark
 from replication_load import BATCH, SAMPLE_S, run_load
 
 THROUGHPUT_GOAL = 0.85   # with slaves, at least this much of the 0-slave write rate
@@ -222,16 +220,13 @@ def main() -> int:
             parser.error("--pin needs 2 CPUs")
         os.sched_setaffinity(0, placement[2])  # writers and probe inherit it
 
-    INTERRUPTS.install()
-
-    work = tempfile.mkdtemp(prefix="yaddb-replication-bench-")
-    fresh = functools.partial(run_on_fresh_cluster, args, work, placement, itertools.count(1))
-    misses: list[str] = []
-    print(f"load average at start: {loadavg()}; {os.cpu_count()} CPUs; "
-          f"{placement_text(args.pin, placement)}; "
-          f"nodes --fsync interval; each fresh cluster "
-          + (f"warmed up with {args.warmup_keys:,} keys" if args.warmup_keys else "measured cold"))
-    try:
+    def body(work: str) -> int:
+        fresh = functools.partial(run_on_fresh_cluster, args, work, placement, itertools.count(1))
+        misses: list[str] = []
+        print(f"load average at start: {loadavg()}; {os.cpu_count()} CPUs; "
+              f"{placement_text(args.pin, placement)}; "
+              f"nodes --fsync interval; each fresh cluster "
+              + (f"warmed up with {args.warmup_keys:,} keys" if args.warmup_keys else "measured cold"))
         peak = 0.0
         if args.only in ("all", "throughput"):
             results = throughput(args, fresh)
@@ -244,16 +239,7 @@ def main() -> int:
                 misses.append("lag")
         print(f"load average at end: {loadavg()}; goals missed: {len(misses)}")
         return 0
-    except BenchError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping every process", file=sys.stderr)
-        return 130
-    finally:
-        with signals_held():
-            shutil.rmtree(work, ignore_errors=True)
-
+    return run_benchmark("yaddb-replication-bench-", body)
 
 if __name__ == "__main__":
     sys.exit(main())

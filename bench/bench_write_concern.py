@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shutil
 import sys
-import tempfile
 
-from common import BenchError, print_table, verdict
-from replication_cluster import INTERRUPTS, Cluster, signals_held
+from common import print_table, verdict
+from replication_cluster import Cluster, run_benchmark
 from replication_load import BATCH, run_load
 
 GOALS = {"set": 0.7, "mset": 0.8}  # w=majority against w=1
@@ -75,21 +73,12 @@ def main() -> int:
     args = parser.parse_args()
     args.sample_every = 1 << 30  # run_load's probe settings: no probe here
     args.probe_interval_ms = 1.0
-    INTERRUPTS.install()
-    work = tempfile.mkdtemp(prefix="yaddb-write-concern-bench-")
-    try:
+
+    def body(work: str) -> int:
         misses = report(args, measure(args, work))
         print(f"goals missed: {len(misses)}")
         return 0
-    except BenchError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping every process", file=sys.stderr)
-        return 130
-    finally:
-        with signals_held():
-            shutil.rmtree(work, ignore_errors=True)
+    return run_benchmark("yaddb-write-concern-bench-", body)
 
 
 if __name__ == "__main__":

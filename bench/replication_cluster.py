@@ -8,9 +8,11 @@ import functools
 import os
 import shutil
 import signal
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from common import (LOCALHOST, BenchError, Child, client_to, start_node, stop_all,
                     wait_ready)
@@ -54,6 +56,24 @@ class Interrupts:
 
 INTERRUPTS = Interrupts()
 signals_held = INTERRUPTS.held
+
+
+def run_benchmark(prefix: str, body: Callable[[str], int]) -> int:
+    """body(scratch directory) with Ctrl-C and SIGTERM handled: the exit code, 1 after a
+    BenchError, 130 when interrupted; the scratch directory is removed in every case."""
+    INTERRUPTS.install()
+    work = tempfile.mkdtemp(prefix=prefix)
+    try:
+        return body(work)
+    except BenchError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; stopping every process", file=sys.stderr)
+        return 130
+    finally:
+        with signals_held():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass
