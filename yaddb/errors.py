@@ -36,6 +36,11 @@ class Unavailable(YaddbError):
     http_status = 503
 
 
+class NotApplied(Unavailable):
+    """Refused before anything was applied (no master reachable, a lease run out, too few
+    slaves): safe to send again."""
+
+
 class YaddbTimeout(Unavailable, TimeoutError):
     """No reply came within the timeout."""
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from yaddb.errors import BadRequest, NotMaster, YaddbError
+from yaddb.errors import BadRequest, NotApplied, NotMaster, YaddbError
 from yaddb.transport.client_conn import NotSent
 
 OK, FAIL, INFO = "ok", "fail", "info"
@@ -74,10 +74,10 @@ def show(data: Optional[bytes]) -> str:
 def outcome_of(error: BaseException) -> str:
     """FAIL for an error that proves the operation was not applied, INFO for any other.
 
-    The router answers Unavailable both when it could not hand a write to the master and when
-    the master did not answer in time (it may have applied it); the two differ only in their
-    message, so every Unavailable counts as unknown: a weaker check, never a false alarm."""
-    if isinstance(error, (NotSent, NotMaster, BadRequest)):
+    NotApplied is a refusal before anything was applied (the router could not hand the write
+    to a master, a master refused for want of slaves or lease); any other Unavailable (no
+    answer in time, ReplicationTimeout) may have been applied, so it counts as unknown."""
+    if isinstance(error, (NotSent, NotApplied, NotMaster, BadRequest)):
         return FAIL
     return INFO
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from yaddb import Client
-from yaddb.errors import StaleEpoch, Unavailable
+from yaddb.errors import NotApplied, StaleEpoch
 from yaddb.transport.client_conn import Connection
 from tests.helpers import wait_for
 
@@ -31,7 +31,7 @@ def writes(client: Client) -> bool:
     try:
         client.set(b"probe", b"v")
         return True
-    except Unavailable as exc:
+    except NotApplied as exc:
         assert "lease ran out" in str(exc)
         return False
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 
 from yaddb import Client
-from yaddb.errors import BadRequest, ReplicationTimeout, Unavailable
+from yaddb.errors import BadRequest, NotApplied, ReplicationTimeout
 from tests.helpers import NodeProcess, wait_for
 
 TIMEOUT_S = 1.0  # the masters' --replication-timeout
@@ -114,7 +114,7 @@ def test_min_slaves_to_write_refuses_writes_while_slaves_are_silent(tmp_path, pr
                             "--min-slaves-max-lag", "2")
     master.wait_ready()
     with Client(master.endpoint, timeout=5, direct=False) as client:
-        with pytest.raises(Unavailable, match="min-slaves-to-write"):
+        with pytest.raises(NotApplied, match="min-slaves-to-write"):
             client.set(b"alone", b"v")  # no slave yet: nothing applied
         slave = slave_of(processes, tmp_path / "slave", master)
         slave.wait_ready()
@@ -123,7 +123,7 @@ def test_min_slaves_to_write_refuses_writes_while_slaves_are_silent(tmp_path, pr
             def refused() -> bool:
                 try:
                     client.set(b"late", b"v")
-                except Unavailable as exc:
+                except NotApplied as exc:
                     return "min-slaves-to-write" in str(exc)
                 return False
             wait_for(refused, "the master to refuse writes with its slave silent", 30)
@@ -135,7 +135,7 @@ def accepted(client: Client, key: bytes) -> bool:
     """Whether the master took a write of `key` (False if it refused for want of slaves)."""
     try:
         return client.set(key, b"v") == key
-    except Unavailable as exc:
+    except NotApplied as exc:
         assert "min-slaves-to-write" in str(exc)
         return False
 

@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import bottle
 
-from yaddb.errors import (BadMessage, BadRequest, NotMaster, ReplicationTimeout, StorageError,
-                          Unavailable, ValueTooLarge, YaddbError)
+from yaddb.errors import (BadMessage, BadRequest, NotApplied, NotMaster, ReplicationTimeout,
+                          StorageError, Unavailable, ValueTooLarge, YaddbError)
 from yaddb.http_edge.messages import ENDPOINTS, JSON_TYPE, Reply, error_reply, json_bytes
 
 __all__ = ["ErrorStatus", "STATUS_BY_ERROR", "error_status", "database_error",
@@ -49,6 +49,7 @@ STATUS_BY_ERROR: dict[type[YaddbError], ErrorStatus] = {
                                 "now: {}"),
     # The master answered: the write is applied there, and the message says on how many more.
     ReplicationTimeout: ErrorStatus(503),
+    NotApplied: ErrorStatus(503),  # a refusal that says why and that nothing was applied
     Unavailable: ErrorStatus(503, "the database did not answer: {}"),
     StorageError: ErrorStatus(500, "the storage node failed: {}", logged=True),
     YaddbError: ErrorStatus(500, logged=True),

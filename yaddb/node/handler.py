@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
-from yaddb.errors import BadMessage, BadRequest, NotMaster, Unavailable, YaddbError
+from yaddb.errors import BadMessage, BadRequest, NotApplied, NotMaster, Unavailable, YaddbError
 from yaddb.item import check_blob
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key
 from yaddb.lsm import Engine
@@ -162,7 +162,7 @@ class NodeHandler:
         if self.min_slaves_to_write and self.source is not None:
             heard = self.source.slaves_heard_within(self.min_slaves_max_lag)
             if heard < self.min_slaves_to_write:
-                raise Unavailable(
+                raise NotApplied(
                     f"this master takes no writes: {heard} slave(s) confirmed within "
                     f"{self.min_slaves_max_lag:g} s, and --min-slaves-to-write is "
                     f"{self.min_slaves_to_write}; nothing was applied")

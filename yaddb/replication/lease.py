@@ -16,7 +16,7 @@ import os
 import time
 from typing import Optional
 
-from yaddb.errors import BadRequest, CorruptionError, StaleEpoch, Unavailable
+from yaddb.errors import BadRequest, CorruptionError, NotApplied, StaleEpoch
 from yaddb.lsm.files import write_atomically
 
 EPOCH_FILE = "EPOCH"
@@ -74,9 +74,9 @@ class Lease:
         return {"now": now, "epoch": self.epoch, "lease_s": max(0.0, self.ends - now)}
 
     def check_writable(self, now: Optional[float] = None) -> None:
-        """Unavailable once a managed lease has run out: the router may promote another."""
+        """NotApplied once a managed lease has run out: the router may promote another."""
         if self.managed and (time.monotonic() if now is None else now) >= self.ends:
-            raise Unavailable(f"this master's lease ran out (epoch {self.epoch}): it takes no "
+            raise NotApplied(f"this master's lease ran out (epoch {self.epoch}): it takes no "
                               f"writes until its router renews it, since another node may "
                               f"have been made master; nothing was applied")
 

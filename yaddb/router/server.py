@@ -25,7 +25,7 @@ from typing import Optional
 import zmq
 
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S
-from yaddb.errors import BadMessage, BadRequest, Unavailable, YaddbError
+from yaddb.errors import BadMessage, BadRequest, NotApplied, Unavailable, YaddbError
 from yaddb.router.gather import Gather, split
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
 from yaddb.placement import partition_for
@@ -221,7 +221,7 @@ class RouterServer:
             link.alive = False
             if not self._read_elsewhere(front, route, request_id, part, read):
                 self._unavailable(front, route, request_id, part, f"{link.name} is not reachable"
-                                  + self._what_still_works(partition, op))
+                                  + self._what_still_works(partition, op), sent=False)
             return
         pending = self._pending_held if held_for else self._pending
         pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout + held_for,
@@ -290,9 +290,12 @@ class RouterServer:
                                   f"{link.name} did not answer within {self.node_timeout:g} s")
 
     def _unavailable(self, front: zmq.Socket, route: list[bytes], request_id: int,
-                     part: Optional[Part], what: str) -> None:
+                     part: Optional[Part], what: str, sent: bool = True) -> None:
+        """503 for a request that failed; NotApplied when it was never sent anywhere (a batch
+        never says so: other partitions' parts may be applied)."""
         self._count("unavailable")
-        error: YaddbError = Unavailable(what)
+        error: YaddbError = Unavailable(what) if sent or part is not None \
+            else NotApplied(f"{what}; nothing was applied")
         if part is None:
             self._reply(front, route, encode_error(request_id, error))
         else:

@@ -49,7 +49,7 @@ from typing import Any, NamedTuple, Optional
 
 import msgpack
 
-from yaddb.errors import (BadMessage, BadRequest, NotMaster, ReplicationTimeout, StaleEpoch,
+from yaddb.errors import (BadMessage, BadRequest, NotApplied, NotMaster, ReplicationTimeout, StaleEpoch,
                           StorageError, Unavailable, ValueTooLarge, YaddbError, YaddbTimeout)
 from yaddb.limits import check_write_concern
 
@@ -69,6 +69,7 @@ ERROR_CODES: dict[int, type[YaddbError]] = {
     8: YaddbError,
     9: ReplicationTimeout,
     10: StaleEpoch,
+    11: NotApplied,
 }
 CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 
