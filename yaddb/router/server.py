@@ -221,7 +221,7 @@ class RouterServer:
             link.alive = False
             if not self._read_elsewhere(front, route, request_id, part, read):
                 self._unavailable(front, route, request_id, part, f"{link.name} is not reachable"
-                                  + self._what_still_works(partition, op), sent=False)
+                                  + self._what_still_works(partition, op), sent=read is not None)
             return
         pending = self._pending_held if held_for else self._pending
         pending[(route[0], request_id)] = (time.monotonic() + self.node_timeout + held_for,
@@ -291,8 +291,8 @@ class RouterServer:
 
     def _unavailable(self, front: zmq.Socket, route: list[bytes], request_id: int,
                      part: Optional[Part], what: str, sent: bool = True) -> None:
-        """503 for a request that failed; NotApplied when it was never sent anywhere (a batch
-        never says so: other partitions' parts may be applied)."""
+        """503 for a request that failed; NotApplied for a write that was never sent anywhere
+        (a batch never says so: other partitions' parts may be applied)."""
         self._count("unavailable")
         error: YaddbError = Unavailable(what) if sent or part is not None \
             else NotApplied(f"{what}; nothing was applied")
