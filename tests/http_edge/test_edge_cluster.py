@@ -113,7 +113,7 @@ def test_stats_and_metrics_report_what_was_written_and_asked(cluster):
     assert [p["index"] for p in parts] == [0, 1]
     for index, part in enumerate(parts):
         assert part["master"] == masters[index].address
-        assert (part["alive"], part["role"]) == (True, "master"), part
+        assert (part["alive"], part["role"], part["epoch"]) == (True, "master", 0), part
         assert (part["keys"], part["sequence"]) == (expected[index], expected[index]), part
     assert parts[1]["slaves"] == []
     [copy] = parts[0]["slaves"]

@@ -92,6 +92,7 @@ class Partition:
     def status(self) -> dict:
         master = self.master.status()
         return {"index": self.index, "master": self.master.address, "alive": self.master.alive,
-                "role": (self.master.stats or {}).get("role"), "keys": master["keys"],
+                "role": (self.master.stats or {}).get("role"),
+                "epoch": (self.master.stats or {}).get("epoch"), "keys": master["keys"],
                 "sequence": master["sequence"], "last_reply_s_ago": master["last_reply_s_ago"],
                 "slaves": [link.status() for link in self.slaves.values()]}
