@@ -36,7 +36,8 @@ def _label(text: object, what: str) -> bytes:
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, which JSON can spell as \ud800
-        raise BadRequest(f"{what} is not valid Unicode text") from None
+        raise BadRequest(f'"{what}" is not valid Unicode: it holds a lone surrogate escape '
+                         f"(\\ud800-\\udfff without its pair)") from None
     if len(raw) > MAX_LABEL_BYTES:
         raise BadRequest(f"{what} is {len(raw)} bytes in UTF-8; the limit is {MAX_LABEL_BYTES}")
     return raw

@@ -145,13 +145,8 @@ class Child:
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
         """SIGTERM, then SIGKILL if it has not stopped within `timeout`; returns its exit code."""
-        self.terminate()
-        code = self.wait(timeout)
-        if code is None and self.running:
-            log.warning("%s did not stop within %g s; killing it", self.name, timeout)
-            return self.kill()
-        self.signal(signal.SIGKILL)  # anything it left behind in its group
-        return code
+        stop_all([self], timeout)
+        return self.returncode
 
     def log_tail(self, chars: int = 4000) -> str:
         if not self.log_path or not os.path.exists(self.log_path):
@@ -181,14 +176,12 @@ def stop_all(children: Iterable[Child], timeout: float = 10.0) -> None:
 
 
 class Supervisor:
-    """Restarts children that exit on their own, until stop()."""
+    """Restarts children that exit on their own, until stop_watching()."""
 
-    def __init__(self, children: Iterable[Child], check_every_s: float = 0.5,
-                 on_restart: Optional[Callable[[Child], None]] = None) -> None:
+    def __init__(self, children: Iterable[Child], check_every_s: float = 0.5) -> None:
         self.children = list(children)
         self.restarts: dict[str, int] = {child.name: 0 for child in self.children}
         self._check_every_s = check_every_s
-        self._on_restart = on_restart
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="yaddb-supervisor", daemon=True)
 
@@ -203,8 +196,6 @@ class Supervisor:
                     self.restarts[child.name] += 1
                     log.error("%s exited with %s; restarting it (restart %d)", child.name, code,
                               self.restarts[child.name])
-                    if self._on_restart is not None:
-                        self._on_restart(child)
                     child.start()
 
     def stop_watching(self) -> None:
@@ -212,12 +203,6 @@ class Supervisor:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching, then stop every child at once."""
-        self.stop_watching()
-        stop_all(self.children, timeout)
-
 
 
 class DirectoryClaim:

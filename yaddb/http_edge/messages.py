@@ -235,8 +235,8 @@ def utf8(text: str, field: str) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 def set_fields(doc: dict) -> dict:
-    """doc, once every /set field it has is known and a string of valid Unicode and the three
-    an item needs are there. Sizes and labels are the item code's to judge (encode_item)."""
+    """doc, once every /set field it has is known and a string and the three an item needs
+    are there. Labels and sizes are the item code's to judge (encode_item)."""
     unknown = sorted(set(doc) - set(SET_FIELDS))
     if unknown:
         raise error_reply(400, f"unknown field(s) {', '.join(map(repr, unknown))}; an item is "
@@ -251,10 +251,6 @@ def set_fields(doc: dict) -> dict:
                if f in doc and not isinstance(doc[f], str)]
     if not_str:
         raise error_reply(400, f"fields must be strings: {'; '.join(not_str)}")
-    # JSON may spell half a surrogate pair (\ud800): Python decodes it to a str that is not
-    # Unicode text and cannot be encoded, so it is refused here, with the JSON.
-    for field in ("content_type", "encoding"):
-        utf8(doc[field], field)
     return doc
 
 

@@ -90,10 +90,10 @@ class Engine:
     def _open(self) -> None:
         recovered = recover_directory(self.path)
         self._seq = recovered.seq
-        self._versions = VersionSet(self.path, recovered, recovered.memtable)
+        self._versions = VersionSet(self.path, recovered,
+                                    key_filters.take(self.path, recovered.manifest.segments))
         self._wal = self._new_wal()
         recovered.memtable.wal_numbers.append(self._wal.number)
-        self._versions.key_filter = key_filters.take(self.path, recovered.manifest.segments)
 
     @property
     def key_filter(self) -> Optional[key_filters.KeyFilter]:

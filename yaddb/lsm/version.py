@@ -33,13 +33,14 @@ class VersionSet:
     `wait_idle`, the maintenance thread): each move notifies it.
     """
 
-    def __init__(self, path: str, recovered: Recovered, memtable: Memtable) -> None:
+    def __init__(self, path: str, recovered: Recovered, key_filter: Optional[KeyFilter]) -> None:
+        """key_filter: the one saved at the last clean close, or None (maintenance builds one)."""
         self.path = path
         self.changed = threading.Condition()
         self.manifest = recovered.manifest
         self._next_file = recovered.next_file
-        self.view: Optional[View] = (memtable, (), recovered.segments)
-        self.key_filter: Optional[KeyFilter] = None  # set by the maintenance once it exists
+        self.view: Optional[View] = (recovered.memtable, (), recovered.segments)
+        self.key_filter = key_filter
 
     def current(self) -> View:
         """The view, or EngineClosed once the engine is closed."""

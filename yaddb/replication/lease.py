@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Optional
 
 from yaddb.errors import BadRequest, CorruptionError, NotApplied, StaleEpoch
 from yaddb.lsm.files import write_atomically
@@ -43,9 +42,9 @@ class Lease:
             raise CorruptionError(self.path, None, "wrong types in the epoch file")
         return epoch, managed
 
-    def check_epoch(self, epoch: object, what: str) -> int:
-        """`epoch` if it is not older than this node's (then it is this node's from now on,
-        on disk before the caller acts); StaleEpoch otherwise."""
+    def check_epoch(self, epoch: object, what: str) -> None:
+        """StaleEpoch if `epoch` is older than this node's; otherwise it is this node's from
+        now on, on disk before the caller acts."""
         if type(epoch) is not int or epoch < 0:
             raise BadRequest(f"{what} takes an epoch, a number >= 0, not {epoch!r}")
         if epoch < self.epoch:
@@ -54,7 +53,6 @@ class Lease:
         if epoch > self.epoch:
             self.epoch = epoch
             self._save()
-        return epoch
 
     def grant(self, args: list) -> dict:
         """`lease [epoch, granted_at or nil, seconds]`: extend the lease; answers this node's
@@ -73,9 +71,9 @@ class Lease:
             self.ends = max(self.ends, granted_at + seconds)
         return {"now": now, "epoch": self.epoch, "lease_s": max(0.0, self.ends - now)}
 
-    def check_writable(self, now: Optional[float] = None) -> None:
+    def check_writable(self) -> None:
         """NotApplied once a managed lease has run out: the router may promote another."""
-        if self.managed and (time.monotonic() if now is None else now) >= self.ends:
+        if self.managed and time.monotonic() >= self.ends:
             raise NotApplied(f"this master's lease ran out (epoch {self.epoch}): it takes no "
                               f"writes until its router renews it, since another node may "
                               f"have been made master; nothing was applied")
