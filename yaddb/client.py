@@ -7,7 +7,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 import zmq
 
-from yaddb.errors import BadRequest, NotMaster, YaddbError, YaddbTimeout
+from yaddb.errors import BadRequest, NotApplied, NotMaster, YaddbError, YaddbTimeout
 from yaddb.item import Item, decode_item, encode_item, key_for
 from yaddb.limits import (DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key,
                           check_write_concern, max_message_bytes)
@@ -102,8 +102,9 @@ class Client:
         """A one-key call: with direct=True straight to the key's master, else via the endpoint.
 
         The direct path falls back to the router, forgetting the partition map, when the node
-        cannot be reached, is no longer the master, or (for a read) does not answer; a write
-        that reached a node is never sent a second time.
+        cannot be reached, is no longer the master, refused a write unapplied (its lease ran
+        out: a failover may be under way), or (for a read) does not answer; a write that may
+        have been applied is never sent a second time.
         """
         if self.direct and time.monotonic() >= self._direct_after:
             with self._lock:
@@ -118,7 +119,9 @@ class Client:
                 try:
                     if nodes is not None:
                         return nodes[partition_for(key, len(nodes))].call(op, args, 0, extra_time)
-                except (NotSent, NotMaster) as exc:
+                except (NotSent, NotMaster, NotApplied) as exc:
+                    # Nothing was applied: a node no longer master, or one whose lease ran
+                    # out while the router replaces it. The router knows the new map.
                     self._forget_partitions(isinstance(exc, NotSent))
                 except YaddbTimeout:
                     self._forget_partitions(True)

@@ -10,6 +10,7 @@ import zlib
 import msgpack
 import pytest
 
+from yaddb.durable import TMP_SUFFIX
 from yaddb.errors import StorageError
 from yaddb.lsm import files
 from tests.lsm.corruption import (RECORDS, assert_open_refused, assert_recovers, expected_after,
@@ -64,15 +65,15 @@ def test_a_missing_manifest_beside_data_files_is_a_clear_error(wal_image, tmp_pa
 
 def test_stale_temporary_and_unlisted_files_are_removed_and_never_reused(wal_image, tmp_path):
     directory = materialize(wal_image.image, tmp_path / "db", **{
-        files.MANIFEST + files.TMP_SUFFIX: b"half a manifest",
-        files.segment_name(99) + files.TMP_SUFFIX: b"half a segment",
+        files.MANIFEST + TMP_SUFFIX: b"half a manifest",
+        files.segment_name(99) + TMP_SUFFIX: b"half a segment",
         files.segment_name(98): b"a finished merge the manifest never listed",
     })
     with open_db(directory) as engine:
         assert live_state(engine) == expected_after(len(RECORDS))
         names = set(os.listdir(directory))
-        assert not names & {files.MANIFEST + files.TMP_SUFFIX,
-                            files.segment_name(99) + files.TMP_SUFFIX, files.segment_name(98)}
+        assert not names & {files.MANIFEST + TMP_SUFFIX,
+                            files.segment_name(99) + TMP_SUFFIX, files.segment_name(98)}
         numbers = [files.parse_name(name)[1] for name in names if files.parse_name(name)]
         new_log = max(numbers)
         assert new_log > 99, "a new file took a number a dead worker may still rename into place"

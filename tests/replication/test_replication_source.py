@@ -82,7 +82,8 @@ def test_sync_with_the_same_history_gives_exactly_the_missing_writes(engine):
         assert (answer["history"], answer["seq"], answer["pub_port"]) == (HISTORY, seq, 9999)
         assert flatten(answer["batches"]) == (applied + 1, log[applied:])
     assert source.sync([HISTORY, seq, 1 << 20]) == {
-        "history": HISTORY, "seq": seq, "pub_port": 9999, "mode": "log", "batches": [], "more": False}
+        "history": HISTORY, "seq": seq, "pub_port": 9999, "forked_from": None, "mode": "log",
+        "batches": [], "more": False}
     assert source.snapshots_served == 0
 
 

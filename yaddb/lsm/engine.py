@@ -26,7 +26,7 @@ from yaddb.lsm.recovery import recover_directory
 from yaddb.lsm.batch import WriteBatch
 from yaddb.lsm.version import VersionSet
 from yaddb.lsm.snapshot import Snapshot, from_key
-from yaddb.lsm.wal import WalWriter
+from yaddb.lsm.wal import WalWriter, open_logs, read_logs
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,27 @@ class Engine:
               stop: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
         """Every live (key, value) in key order, as of the call."""
         return self.snapshot().items(start, stop)
+
+    def writes_since(self, seq: int) -> Optional[list[tuple[int, bytes, Optional[bytes]]]]:
+        """Every write numbered above `seq`, oldest first, as (seq, key, value or None for a
+        delete), read from the logs this engine still holds. None when those logs no longer
+        reach back to seq + 1 (a flush deleted older ones): the answer would not be exact."""
+        if type(seq) is not int or seq < 0:
+            raise ValueError(f"seq must be an int >= 0, not {seq!r}")
+        with self._write_lock:
+            # Under the lock no write or rotation moves the set of logs or their ends, so
+            # the files match `last`. A flush may still delete a frozen table's log (it does
+            # not take this lock), but an open file stays readable after its unlink.
+            mem, frozen, _ = self._versions.current()
+            last, current, end = self._seq, self._wal.number, self._wal.written
+            if seq >= last:
+                return []
+            numbers = [n for table in (*reversed(frozen), mem) for n in table.wal_numbers]
+            opened = open_logs(self.path, numbers)
+        batches = read_logs(opened, {current: end})
+        if batches is None:
+            return None
+        return _writes_after(batches, seq, last)
 
     @property
     def sequence(self) -> int:
@@ -385,3 +406,16 @@ class Engine:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+
+
+def _writes_after(batches: list[wal_format.Batch], seq: int,
+                  last: int) -> Optional[list[tuple[int, bytes, Optional[bytes]]]]:
+    """The writes seq+1..last in `batches`, or None unless every one of them is there."""
+    writes = []
+    for batch in batches:
+        for offset, (key, value) in enumerate(batch.entries):
+            if batch.first_seq + offset > seq:
+                writes.append((batch.first_seq + offset, key, value))
+    if [write[0] for write in writes] != list(range(seq + 1, last + 1)):
+        return None  # the oldest logs are gone (or a gap, which a log should never hold)
+    return writes

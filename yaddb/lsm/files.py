@@ -10,7 +10,6 @@ from yaddb.errors import DataDirLocked
 
 MANIFEST = "MANIFEST"
 LOCK = "LOCK"
-TMP_SUFFIX = ".tmp"
 _NUMBERED = re.compile(r"^(wal|seg)-(\d{6,})\.(log|sst)$")
 
 
@@ -26,30 +25,6 @@ def parse_name(name: str) -> tuple[str, int] | None:
     """('wal'|'seg', number) for a numbered file of ours, else None."""
     match = _NUMBERED.match(name)
     return (match.group(1), int(match.group(2))) if match else None
-
-
-def fsync_dir(path: str) -> None:
-    """Make renames and new entries in a directory durable (fsync on the file is not enough)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
-    tmp = path + TMP_SUFFIX
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
 
 
 class DirLock:

@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 
 from yaddb.lsm.bloom import BloomFilter
-from yaddb.lsm.files import write_atomically
+from yaddb.durable import write_atomically
 from yaddb.lsm.sstable import Segment
 
 FILE_NAME = "KEYFILTER"

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import msgpack
 
 from yaddb.errors import CorruptionError
-from yaddb.lsm.files import MANIFEST, write_atomically
+from yaddb.durable import write_atomically
+from yaddb.lsm.files import MANIFEST
 
 MAGIC = b"YADDBMF1"
 

@@ -5,6 +5,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from yaddb.durable import TMP_SUFFIX
 from yaddb.errors import CorruptionError, StorageError
 from yaddb.lsm import files, manifest as manifests
 from yaddb.lsm.memtable import Memtable
@@ -29,7 +30,7 @@ def recover_directory(path: str) -> Recovered:
     numbered = sorted(parsed for parsed in map(files.parse_name, names) if parsed)
     # Temporary files count for numbering too, so no new file can take a name that a worker
     # process of a killed engine might still rename into place.
-    numbers = [parsed[1] for parsed in (files.parse_name(name.removesuffix(files.TMP_SUFFIX))
+    numbers = [parsed[1] for parsed in (files.parse_name(name.removesuffix(TMP_SUFFIX))
                                         for name in names) if parsed]
     manifest = manifests.load(path)
     if manifest is None:
@@ -75,7 +76,7 @@ def _remove_leftovers(path: str, names: list[str], manifest: manifests.Manifest)
     live = set(manifest.segments)
     for name in names:
         parsed = files.parse_name(name)
-        if name.endswith(files.TMP_SUFFIX) or (parsed is not None and (
+        if name.endswith(TMP_SUFFIX) or (parsed is not None and (
                 (parsed[0] == "seg" and parsed[1] not in live)
                 or (parsed[0] == "wal" and parsed[1] < manifest.log_number))):
             log.info("%s: removing %s, left over from an unfinished flush or compaction", path, name)

@@ -14,7 +14,7 @@ import numpy as np
 from yaddb.errors import CorruptionError
 from yaddb.lsm import sstable_format as fmt
 from yaddb.lsm.bloom import BloomFilter, key_hash
-from yaddb.lsm.files import TMP_SUFFIX, fsync_dir
+from yaddb.durable import TMP_SUFFIX, fsync_dir
 from yaddb.lsm.memtable import MISSING
 
 DEFAULT_BLOCK_BYTES = 2048

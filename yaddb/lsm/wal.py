@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from yaddb.errors import CorruptionError, EngineClosed
 from yaddb.lsm import wal_format
-from yaddb.lsm.files import fsync_dir
+from yaddb.durable import fsync_dir
+from yaddb.lsm.files import wal_name
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +97,38 @@ def recover(path: str) -> list[wal_format.Batch]:
             file.flush()
             os.fsync(file.fileno())
     return result.batches
+
+
+def open_logs(directory: str, numbers: list[int]) -> list[tuple[int, BinaryIO]]:
+    """The logs `numbers` of `directory` opened for reading, in that order; one deleted
+    meanwhile (its table was flushed) is left out."""
+    opened: list[tuple[int, BinaryIO]] = []
+    try:
+        for number in numbers:
+            try:
+                opened.append((number, open(os.path.join(directory, wal_name(number)), "rb")))
+            except FileNotFoundError:
+                continue
+    except BaseException:
+        for _, file in opened:
+            file.close()
+        raise
+    return opened
+
+
+def read_logs(opened: list[tuple[int, BinaryIO]],
+              ends: dict[int, int]) -> Optional[list[wal_format.Batch]]:
+    """The batches of logs open_logs gave, closing them; a log in `ends` is read only up to
+    that offset (a log still taking writes). None if any log is damaged."""
+    batches: list[wal_format.Batch] = []
+    try:
+        for number, file in opened:
+            end = ends.get(number)
+            result = wal_format.scan(file.read() if end is None else file.read(end))
+            if result.damage is not None:
+                return None
+            batches.extend(result.batches)
+    finally:
+        for _, file in opened:
+            file.close()
+    return batches

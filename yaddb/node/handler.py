@@ -18,6 +18,7 @@ from yaddb.item import check_blob
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key
 from yaddb.lsm import Engine
 from yaddb.replication.concern import Held, release
+from yaddb.node.roles import RoleSwitch
 from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
@@ -81,6 +82,7 @@ class NodeHandler:
     def __init__(self, engine: Engine, role: str = "master", max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  source: Optional[ReplicationSource] = None,
                  replica: Optional[Replica] = None, *, lease: Optional[Lease] = None,
+                 switch: Optional[RoleSwitch] = None,
                  replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
                  min_slaves_to_write: int = 0, min_slaves_max_lag: float = 10.0) -> None:
         """replication_timeout: how long a w>1 write waits for its members. A master refuses
@@ -88,6 +90,7 @@ class NodeHandler:
         min_slaves_max_lag seconds (0: never)."""
         self.engine = engine
         self.lease = lease  # None: no fencing (a node in a test of its own)
+        self.switch = switch  # None: the role is fixed (a node in a test of its own)
         self.replication_timeout = replication_timeout
         self.min_slaves_to_write = min_slaves_to_write
         self.min_slaves_max_lag = min_slaves_max_lag
@@ -189,12 +192,26 @@ class NodeHandler:
                 replies[index] = encode_reply(request_id, [])
 
     def _control(self, request: Request) -> Any:
-        """A router's command: today the master's lease."""
-        if self.lease is None:
+        """A router's command: a master's lease, or a role change (node/roles.py)."""
+        if self.lease is None or self.switch is None:
             raise BadRequest("this node takes no control messages (started without a data dir)")
+        if request.op == "promote":
+            return self.switch.promote(self, request.args)
+        if request.op == "replicaof":
+            return self.switch.replicaof(self, request.args)
         if self.role != "master":
             raise NotMaster(f"{NOT_MASTER}: only a master holds a lease")
         return self.lease.grant(request.args)
+
+    def become_master(self, source: ReplicationSource) -> None:
+        """Take writes from now on (the server binds the write-log port it sees needed)."""
+        self.role, self.source, self.replica = "master", source, None
+        self.outbox.clear()
+
+    def become_slave(self, replica: Replica) -> None:
+        """Refuse writes from now on; the caller starts `replica` following its master."""
+        self.role, self.source, self.replica = "slave", None, replica
+        self.outbox.clear()
 
     def _replication(self, request: Request) -> Any:
         op, args = request.op, request.args

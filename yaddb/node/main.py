@@ -17,12 +17,12 @@ from yaddb.limits import (BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLIC
 from yaddb.lsm import Engine
 from yaddb.lsm.engine import DEFAULT_MEMTABLE_BYTES
 from yaddb.node.handler import NodeHandler
+from yaddb.node.roles import RoleSwitch, managed_role, master_lineage
 from yaddb.node.server import NodeServer
 from yaddb.replication.backlog import DEFAULT_BACKLOG_BYTES
 from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
-from yaddb.replication.state import ReplicationState, load_state, new_history, save_state
 from yaddb.supervisor import watch_parent
 
 log = logging.getLogger("yaddb.node")
@@ -72,17 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def master_lineage(data_dir: str, sequence: int) -> ReplicationState:
-    """A new history id for this start, continuing the last one at `sequence` (the writes the
-    data dir holds); a slave's data dir starts a line of its own (its numbering is its own)."""
-    state = load_state(data_dir)
-    previous = state.history if state.master is None else None
-    lineage = ReplicationState(new_history(), previous_history=previous,
-                               switched_at=sequence if previous else 0)
-    save_state(data_dir, lineage)
-    return lineage
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     load_environment()  # before the parser: its defaults come from the environment
     args = parse_command_line(build_parser(), argv)
@@ -106,15 +95,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     context = zmq.Context()
     pub_port = args.pub_port or args.port + 1
+    advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
+    address = f"{advertised}:{args.port}"
+    role, master = args.role, None
+    if args.role == "slave" and args.master_host is not None:
+        master = f"{args.master_host}:{args.master_port}"
+    managed = managed_role(lease, data_dir)
+    if managed is not None and managed != (role, master if role == "slave" else None):
+        log.warning("a router made this node a %s%s at epoch %d; that wins over the command "
+                    "line's %s", managed[0], f" of {managed[1]}" if managed[1] else "",
+                    lease.epoch, args.role)
+        role, master = managed
     source = replica = None
-    if args.role == "master":
+    if role == "master":
         source = ReplicationSource(engine, master_lineage(data_dir, engine.sequence),
                                    args.backlog_bytes, pub_port)
     else:
-        advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
-        replica = Replica(engine, data_dir, f"{advertised}:{args.port}", context)
-    handler = NodeHandler(engine, args.role, args.max_value_bytes, source, replica,
+        replica = Replica(engine, data_dir, address, context, epoch=lease.epoch)
+    handler = NodeHandler(engine, role, args.max_value_bytes, source, replica,
                           lease=lease,
+                          switch=RoleSwitch(data_dir, address, pub_port, args.backlog_bytes, context),
                           replication_timeout=args.replication_timeout,
                           min_slaves_to_write=args.min_slaves_to_write,
                           min_slaves_max_lag=args.min_slaves_max_lag)
@@ -125,11 +125,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.parent_fd is not None:
         watch_parent(args.parent_fd, server.stop)
     try:
-        log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s", args.role, args.host,
+        log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s", role, args.host,
                  args.port, f" (write log on :{pub_port})" if source else "", data_dir, args.fsync)
         if replica is not None:
-            if args.master_host is not None:
-                replica.follow(f"{args.master_host}:{args.master_port}")
+            if master is not None:
+                replica.follow(master)
             elif replica.master is not None:
                 replica.follow(replica.master)  # a restart resumes where it was
             else:
@@ -140,8 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   args.port, pub_port, exc)
         return 1
     finally:
-        if replica is not None:
-            replica.stop()
+        if handler.replica is not None:  # the role may have changed since the start
+            handler.replica.stop()
         engine.close()
         context.term()
         log.info("node on port %d stopped", args.port)

@@ -11,7 +11,7 @@ import zmq
 
 from yaddb.errors import Unavailable
 from yaddb.node.handler import NodeHandler, request_id_of
-from yaddb.replication.concern import Held
+from yaddb.replication.concern import Held, release
 from yaddb.replication.messages import HEARTBEAT_S
 from yaddb.transport.protocol import encode_error
 from yaddb.transport.sockets import publisher_socket, server_socket
@@ -42,6 +42,8 @@ class NodeServer:
         self.ready = threading.Event()   # set once the socket is bound
         self.dropped_replies = 0
         self._held: list[tuple[list[bytes], Held]] = []  # (route, reply) waiting on members
+        self._pub: Optional[zmq.Socket] = None
+        self._publishing = None  # the ReplicationSource whose writes _pub carries
 
     def stop(self) -> None:
         self._stopping.set()
@@ -51,10 +53,9 @@ class NodeServer:
         # A blocking receive that gives up now and then to look at the stop flag: measured
         # cheaper per request than a poll followed by a non-blocking receive.
         sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
-        pub = None
         try:
             if self.handler.source is not None:
-                pub = publisher_socket(self._context, self.pub_endpoint)
+                self._open_publisher()
             self.ready.set()
             while not self._stopping.is_set():
                 try:
@@ -63,15 +64,37 @@ class NodeServer:
                     first = None
                 if first is not None:
                     self._round(sock, first)
-                if pub is not None:
-                    self._publish(pub, sock)
+                if self.handler.source is not self._publishing:  # the role changed
+                    self._switch_publisher(sock)
+                if self._pub is not None:
+                    self._publish(self._pub, sock)
                 if self._held:
                     self._release_held(sock)
             self._refuse_waiting(sock)
         finally:
             sock.close()
-            if pub is not None:
-                pub.close()
+            if self._pub is not None:
+                self._pub.close()
+
+    def _open_publisher(self) -> None:
+        self._pub = publisher_socket(self._context, self.pub_endpoint)
+        self._publishing = self.handler.source
+
+    def _switch_publisher(self, sock: zmq.Socket) -> None:
+        """A promoted node binds its write-log port; one that stepped down answers the writes
+        it still held (it will not hear their confirmations now) and closes the port."""
+        if self._pub is not None:
+            now = time.monotonic()
+            for route, held in self._held:
+                self._send(sock, route, release(held._replace(deadline=0.0), self._publishing, now))
+            self._held = []
+            self._pub.close()
+            self._pub = self._publishing = None
+        if self.handler.source is not None:
+            try:
+                self._open_publisher()
+            except zmq.ZMQError as exc:  # tried again after the next request or poll
+                log.error("cannot bind the write log on %s: %s", self.pub_endpoint, exc)
 
     def _publish(self, pub: zmq.Socket, sock: zmq.Socket) -> None:
         """Durable writes waiting, at most once per COALESCE_MS; a heartbeat instead when

@@ -16,7 +16,7 @@ import os
 import time
 
 from yaddb.errors import BadRequest, CorruptionError, NotApplied, StaleEpoch
-from yaddb.lsm.files import write_atomically
+from yaddb.durable import write_atomically
 
 EPOCH_FILE = "EPOCH"
 
@@ -63,13 +63,22 @@ class Lease:
                 or not isinstance(seconds, (int, float)) or not 0 < seconds <= 60:
             raise BadRequest("lease takes [epoch, granted_at (a time this node sent) or nil, "
                              "seconds (0 < s <= 60)]")
-        if not self.managed:
-            self.managed = True  # from now on, and after restarts, writes need a lease
-            self._save()
+        self.manage()
         now = time.monotonic()
         if granted_at is not None and granted_at <= now:
             self.ends = max(self.ends, granted_at + seconds)
         return {"now": now, "epoch": self.epoch, "lease_s": max(0.0, self.ends - now)}
+
+    def manage(self) -> None:
+        """From now on, and after restarts, this node's role and writes are its router's to
+        decide: writes need a lease, and its last role command wins over the command line."""
+        if not self.managed:
+            self.managed = True
+            self._save()
+
+    def revoke(self) -> None:
+        """End the lease now: a node changing roles starts its new one unleased."""
+        self.ends = 0.0
 
     def check_writable(self) -> None:
         """NotApplied once a managed lease has run out: the router may promote another."""

@@ -12,10 +12,12 @@ Slaves ask over the master's request socket (ops of yaddb.transport.protocol):
     ack     [address, history, applied]          -> no reply: what the slave applied, sent
                                                     after each batch, for write concerns
 
-Every sync answer carries "history" and "seq". A slave gets the log after `applied` when its
-history is the master's (or the master's previous one, up to where that ended) and the backlog
-still holds it; otherwise a snapshot, consistent as of
-"seq" (the engine's point-in-time view; writes go on meanwhile), in key order. `replica` is the
+Every sync answer carries "history", "seq" and "forked_from": [history, seq] when this master
+was promoted from a slave that held writes 1..seq of that history (else nil), so a former
+master of that history knows which of its writes the new one lacks. A slave gets the log
+after `applied` when its history is the master's (or the master's previous one, up to where
+that ended) and the backlog still holds it; otherwise a snapshot, consistent as of "seq"
+(the engine's point-in-time view; writes go on meanwhile), in key order. `replica` is the
 slave's heartbeat: how far it got, so the master can report each slave's lag.
 """
 from __future__ import annotations
@@ -40,8 +42,9 @@ SLAVE_FORGET_S = 300.0    # and one silent this long is no longer listed
 
 class ReplicationSource:
     def __init__(self, engine: Engine, lineage: ReplicationState | str, backlog_bytes: int,
-                 pub_port: int) -> None:
-        """`lineage`: this master's history id and the one before it (or just an id)."""
+                 pub_port: int, *, forked_from: Optional[tuple[str, int]] = None) -> None:
+        """`lineage`: this master's history id and the one before it (or just an id);
+        `forked_from`: (history, seq) of the master this one was a slave of when promoted."""
         if isinstance(lineage, str):
             lineage = ReplicationState(lineage)
         self.engine = engine
@@ -49,11 +52,13 @@ class ReplicationSource:
         self.previous_history = lineage.previous_history
         self.switched_at = lineage.switched_at
         self.pub_port = pub_port
+        self.forked_from = None if forked_from is None else list(forked_from)
         self.backlog = Backlog(backlog_bytes)
         # cursor -> (the snapshot's items still to send, last asked at, bytes per chunk)
         self._cursors: dict[int, tuple[Iterator[tuple[bytes, bytes]], float, int]] = {}
         self._next_cursor = itertools.count(1)
         self._slaves: dict[str, dict] = {}
+        self._expected: dict[str, float] = {}  # address -> since when (expect_slaves)
         self.snapshots_served = 0
         # The last write published: heartbeats say this, not the engine's sequence, which may
         # hold writes a failed sync kept from being published (slaves would see a false gap).
@@ -91,7 +96,8 @@ class ReplicationSource:
                 or type(max_bytes) is not int or applied < 0 or max_bytes < 1:
             raise BadRequest("sync takes [history or nil, applied >= 0, max_bytes >= 1]")
         seq = self.engine.sequence
-        answer = {"history": self.history, "seq": seq, "pub_port": self.pub_port}
+        answer = {"history": self.history, "seq": seq, "pub_port": self.pub_port,
+                  "forked_from": self.forked_from}
         if history is not None and applied <= seq and (history == self.history or (
                 history == self.previous_history and applied <= self.switched_at)):
             batches = [] if applied == seq else self.backlog.since(applied, max_bytes)
@@ -160,9 +166,20 @@ class ReplicationSource:
 
     # -- write concern -------------------------------------------------------------------------
 
+    def expect_slaves(self, addresses: list[str], own_address: str) -> None:
+        """Count these slaves as members before they are heard from (a promoted master's
+        partition), so w=majority keeps meaning a majority of the partition, not of the
+        slaves that caught up so far."""
+        now = time.monotonic()
+        self._expected.update((address, now) for address in addresses if address != own_address)
+
     def members(self) -> int:
-        """The partition's members as this master knows them: itself and every slave listed."""
-        return 1 + len(self._slaves)
+        """The partition's members as this master knows them: itself, every slave listed and
+        every slave it was told to expect (until forgotten as a silent slave would be)."""
+        now = time.monotonic()
+        expected = {address for address, since in self._expected.items()
+                    if now - since <= SLAVE_FORGET_S}
+        return 1 + len(expected.union(self._slaves))
 
     def confirmed(self, seq: int) -> int:
         """How many members hold write `seq`: this master, and each slave that confirmed it."""

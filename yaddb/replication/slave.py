@@ -7,12 +7,19 @@ master's backlog, or a full snapshot in chunks), then apply the queued and new u
 sequence order, skipping what it already has. A sequence gap (a dropped update, or a heartbeat
 ahead of what arrived) means catching up again from the last applied write; a master silent
 for SILENCE_S, or one whose history changed, ends the session and a new one starts.
+
+A master turned into a slave (`former`: its lineage as a master) asks with no history, so it
+always takes a snapshot: its sequence numbers are not the new master's. Before the snapshot
+replaces its data, the writes it took that the new master never got go to DATA_DIR/rollback/
+(yaddb.replication.rollback): exactly, from its engine's logs, when they reach back to the
+fork; else each key that differs from the snapshot, one file per chunk that has any.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Optional
 
 import zmq
@@ -20,6 +27,7 @@ import zmq
 from yaddb.errors import BadMessage, YaddbError
 from yaddb.lsm import Engine
 from yaddb.placement import host_of
+from yaddb.replication import rollback
 from yaddb.replication.messages import HEARTBEAT_S, check_entries, decode_published
 from yaddb.replication.state import ReplicationState, load_state, save_state
 from yaddb.transport.client_conn import Connection
@@ -42,12 +50,20 @@ class Replica:
     """Keeps `engine` a copy of one master's data, from a thread of its own."""
 
     def __init__(self, engine: Engine, data_dir: str, address: str,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None, *,
+                 former: Optional[ReplicationState] = None, epoch: int = 0) -> None:
+        """`former`: this node's lineage as a master, when a master becomes this slave (then
+        `epoch` names its rollback files). A former lineage saved earlier and not yet rolled
+        back (a crash came first) is taken from the state file."""
         self.engine = engine
         self.data_dir = data_dir
         self.address = address      # "host:port" this node serves on: how its master lists it
         self._context = context or zmq.Context.instance()
+        self.epoch = epoch
         self.state = load_state(data_dir)
+        if former is not None:
+            self._demote(former)
+        self.rolled_back = rollback.count(data_dir)
         # Reads are served once the data is a whole copy as of some point (stale at worst),
         # never during a first or full sync.
         self.ready = self.state.history is not None and self.state.master is not None
@@ -57,6 +73,17 @@ class Replica:
         self._thread: Optional[threading.Thread] = None
         self._replace_data = False
         self._acked = -1  # the last position told to the master
+
+    def _demote(self, former: ReplicationState) -> None:
+        """Start as a slave with no history (so the first sync is a snapshot) and remember
+        `former` on disk until its rollback is written."""
+        pending = self.state.former
+        if pending is not None and pending.history != former.history:
+            log.warning("writes of history %s past where a new master forked were never kept "
+                        "aside (a crash came first); looking for those of history %s instead",
+                        pending.history, former.history)
+        self.state = ReplicationState(former=replace(former, former=None))
+        save_state(self.data_dir, self.state)
 
     @property
     def master(self) -> Optional[str]:
@@ -91,7 +118,7 @@ class Replica:
         return {"master": self.state.master, "history": self.state.history,
                 "applied": self.state.applied, "master_seq": self.master_seq,
                 "lag": max(0, self.master_seq - self.state.applied), "ready": self.ready,
-                **self.counts}
+                "rolled_back": dict(self.rolled_back), **self.counts}
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -241,8 +268,11 @@ class Replica:
         log.info("full sync from %s as of sequence %d", self.state.master, answer["seq"])
         self.counts["full_syncs"] += 1
         self.ready = False
-        self.state = ReplicationState(None, 0, self.state.master)  # a crash now: start over
+        # A crash now: start over (a former master's lineage is kept until rolled back).
+        self.state = ReplicationState(None, 0, self.state.master, former=self.state.former)
         save_state(self.data_dir, self.state)
+        compare = self._roll_back(answer)
+        kept = 0
         after: Optional[bytes] = None  # the last key of the previous chunk
         chunk = answer
         while True:
@@ -251,17 +281,70 @@ class Replica:
                 raise SessionOver("the master sent a malformed snapshot chunk")
             upto = None if chunk["done"] else items[-1][0]
             incoming = {key for key, _ in items}
-            stale = [(key, None) for key, _ in self.engine.items(
-                        None if after is None else after + b"\0",
-                        None if upto is None else upto + b"\0") if key not in incoming]
+            ours = self.engine.items(None if after is None else after + b"\0",
+                                     None if upto is None else upto + b"\0")
+            if compare is not None:  # kept aside before this chunk's batch replaces them
+                ours = list(ours)
+                kept += self._keep_aside(rollback.differences(ours, items), False, *compare)
+            stale = [(key, None) for key, _ in ours if key not in incoming]
             self.engine.write_batch([(key, value) for key, value in items] + stale, sync=False)
             if chunk["done"]:
                 break
             after = upto
             chunk = conn.call("chunk", [answer["cursor"]])
+        if compare is not None and not kept:
+            log.info("no key here differed from %s's snapshot: nothing to roll back",
+                     self.state.master)
         self.state = ReplicationState(answer["history"], answer["seq"], self.state.master)
-        self._save_position()
+        self._save_position()  # the rollback files are durable: the former lineage goes
         self._replace_data = False
+
+    def _roll_back(self, answer: dict) -> Optional[tuple[int, str]]:
+        """Keep aside the writes a former master took past the new master's fork, before its
+        snapshot replaces them. Returns (fork, history) when only comparing each chunk
+        against ours can find them (our logs no longer reach back to the fork)."""
+        former = self.state.former
+        if former is None:
+            return None
+        forked_from = answer.get("forked_from")
+        forked_at = rollback.fork_point(forked_from, former)
+        if forked_at is None:
+            log.warning("the new master %s did not fork from this node's writes as a master "
+                        "(history %s; it says it forked from %r): writes this node took past "
+                        "the new master's data, if any, are unknown and not kept",
+                        self.state.master, former.history, forked_from)
+            self._forget_former()
+            return None
+        history = forked_from[0]
+        writes = self.engine.writes_since(forked_at)
+        if writes is None:
+            log.warning("this node's logs no longer reach back to write %d of history %s: "
+                        "keeping aside every key that differs from %s's snapshot (not exact)",
+                        forked_at + 1, history, self.state.master)
+            return forked_at, history
+        if not self._keep_aside(rollback.last_writes(writes), True, forked_at, history):
+            log.info("this node took no write after write %d of history %s: nothing to roll "
+                     "back", forked_at, history)
+        self._forget_former()
+        return None
+
+    def _keep_aside(self, writes: list[rollback.Write], exact: bool, forked_at: int,
+                    history: str) -> int:
+        """Write `writes` to a rollback file, if any; how many."""
+        if not writes:
+            return 0
+        path = rollback.write_file(self.data_dir, self.epoch, writes, exact, forked_at, history)
+        self.rolled_back = {"files": self.rolled_back["files"] + 1,
+                            "entries": self.rolled_back["entries"] + len(writes)}
+        log.warning("ROLLED BACK %d key(s) this node wrote as master of history %s after write "
+                    "%d that the new master %s never got%s; not applied, kept in %s",
+                    len(writes), history, forked_at, self.state.master,
+                    "" if exact else " (or that it changed since: not exact)", path)
+        return len(writes)
+
+    def _forget_former(self) -> None:
+        self.state.former = None
+        save_state(self.data_dir, self.state)
 
     def _save_position(self) -> None:
         self.engine.sync(force=True)  # the file must never claim more than the disk holds

@@ -9,6 +9,10 @@ last master sequence number its data holds, so a restart resumes from there inst
 snapshot. A slave saves `applied` only after its engine's log is synced, so the file never
 claims more than the disk holds; applying again from an older position is harmless (writes are
 absolute), so the file may lag the data.
+
+A master turned into a slave keeps its lineage as a master in `former` until the writes it
+took that the new master never got are kept aside (yaddb.replication.rollback), so a crash
+in between does not forget them. Files written before `former` existed read as None.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from yaddb.errors import CorruptionError
-from yaddb.lsm.files import write_atomically
+from yaddb.durable import write_atomically
 
 STATE_FILE = "REPLICATION"
 
@@ -31,6 +35,7 @@ class ReplicationState:
     master: Optional[str] = None    # a slave: "host:port" of its master
     previous_history: Optional[str] = None  # a master: its history before this start
     switched_at: int = 0                     # a master: its sequence number at this start
+    former: Optional["ReplicationState"] = None  # a former master: its lineage, until rolled back
 
 
 def new_history() -> str:
@@ -44,17 +49,35 @@ def encode_state(state: ReplicationState) -> bytes:
 def decode_state(data: bytes, path: str = STATE_FILE) -> ReplicationState:
     try:
         fields = json.loads(data)
+    except ValueError:
+        fields = None
+    state = _state_from(fields, nested=False)
+    if state is None:
+        raise CorruptionError(path, None, "not a replication state file, or wrong types in it "
+                              "(removing it makes a slave take a full snapshot)")
+    return state
+
+
+def _state_from(fields: object, nested: bool) -> Optional[ReplicationState]:
+    """The state `fields` (a decoded JSON object) describe, or None if they do not fit."""
+    try:
+        former = fields.get("former")
         state = ReplicationState(fields["history"], fields["applied"], fields["master"],
                                  fields.get("previous_history"), fields.get("switched_at", 0))
-    except (ValueError, KeyError, TypeError):
-        raise CorruptionError(path, None, "not a replication state file (removing it makes a "
-                              "slave take a full snapshot)") from None
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if former is not None:
+        if nested:
+            return None  # a former lineage has none of its own
+        state.former = _state_from(former, nested=True)
+        if state.former is None:
+            return None
     if not (state.history is None or isinstance(state.history, str)) \
             or type(state.applied) is not int or state.applied < 0 \
             or not (state.master is None or isinstance(state.master, str)) \
             or not (state.previous_history is None or isinstance(state.previous_history, str)) \
             or type(state.switched_at) is not int:
-        raise CorruptionError(path, None, "wrong types in the replication state")
+        return None
     return state
 
 

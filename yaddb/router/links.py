@@ -89,6 +89,13 @@ class Partition:
                 added.append(link)
         return added
 
+    def replace_master(self, address: str) -> None:
+        """Make the slave at `address` the master; the old master is watched as a slave (it
+        is told to replicate the new one when it answers again)."""
+        old, self.master = self.master, self.slaves.pop(address)
+        self.master.role, old.role = "master", "slave"
+        self.slaves[old.address] = old
+
     def status(self) -> dict:
         master = self.master.status()
         return {"index": self.index, "master": self.master.address, "alive": self.master.alive,

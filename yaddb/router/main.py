@@ -18,6 +18,7 @@ from yaddb.http_edge.server import EdgeServer
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, FSYNC_POLICIES
 from yaddb.placement import parse_address
 from yaddb.router.cluster import EmbeddedCluster
+from yaddb.router.configuration import Configuration
 from yaddb.router.links import READ_PREFERENCES
 from yaddb.router.server import RouterServer
 from yaddb.router.subscribe import subscribe
@@ -27,6 +28,7 @@ log = logging.getLogger("yaddb.router")
 
 EMBEDDED_PARTITIONS = 2
 EMBEDDED_SLAVES = 1
+DEFAULT_FAILOVER_AFTER_S = 3.0
 INPROC_FRONT = "inproc://yaddb-router"
 
 
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="one master per partition, in partition order; none: start the embedded "
                   "cluster (--partitions masters, each with --slaves slaves, on free local ports)")
     add_flag(parser, "--data-dir", default="yaddb-data",
-             help="where the embedded cluster keeps its nodes' data (partition-N)")
+             help="the embedded cluster's node data (partition-N), or with --nodes the "
+                  "router's configuration.json")
     add_flag(parser, "--node-timeout", type=float, default=1.0,
              help="seconds a master may take to answer before the client gets 503/Unavailable")
     add_flag(parser, "--max-value-bytes", type=int, default=DEFAULT_MAX_VALUE_BYTES,
@@ -63,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "power loss), interval (every second), never (left to the OS)")
     add_flag(parser, "--parent-fd", type=int, help="stop when this inherited file descriptor "
              "reaches end of file (set by a supervising process, so its death stops the router)")
+    add_flag(parser, "--failover-after", type=float, default=DEFAULT_FAILOVER_AFTER_S,
+             help="seconds a master may be silent before the router promotes one of its "
+                  "slaves (0: never); with --nodes the router keeps the configuration (who is "
+                  "master, at which epoch) in --data-dir. The embedded cluster restarts a "
+                  "failed node itself, on this machine, and does not fail over")
     add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -104,9 +112,11 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
     """Serve until `stop` is set; `stop_nodes` then asks the nodes to stop while this
     process closes its own sockets, so both take their time at once."""
     context = zmq.Context()
+    failover_after = args.failover_after if args.nodes else 0.0
+    configuration = Configuration(masters, args.data_dir if failover_after > 0 else None)
     router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
                           args.node_timeout, args.max_value_bytes, args.read_preference,
-                          args.replication_timeout)
+                          args.replication_timeout, configuration, failover_after)
     thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
     thread.start()
     edge = None

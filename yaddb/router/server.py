@@ -20,17 +20,19 @@ import itertools
 import logging
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import zmq
 
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S
 from yaddb.errors import BadMessage, BadRequest, NotApplied, Unavailable, YaddbError
+from yaddb.router.configuration import Configuration
+from yaddb.router.failover import Failover, check_failover_after
 from yaddb.router.gather import Gather, split
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
 from yaddb.placement import partition_for
-from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, decode_reply, decode_request,
-                                      encode_error, encode_reply, encode_request)
+from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, Reply, decode_reply,
+                                      decode_request, encode_error, encode_reply, encode_request)
 from yaddb.transport.sockets import client_socket, server_socket
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,20 @@ class RouterServer:
     def __init__(self, masters: list[str], front_endpoints: list[str], context: zmq.Context,
                  node_timeout: float = 1.0, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  read_preference: str = "any",
-                 replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S) -> None:
+                 replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
+                 configuration: Optional[Configuration] = None,
+                 failover_after: float = 0.0) -> None:
         """replication_timeout: how long masters may hold a write with w above 1; such a
-        write's deadline here is the node timeout plus this."""
+        write's deadline here is the node timeout plus this. `configuration` (which node is
+        master of what, at which epoch) wins over `masters` once it holds a failover;
+        failover_after > 0 leases masters and replaces one silent that long."""
+        self.configuration = configuration or Configuration(masters)
+        masters = self.configuration.masters
+        check_failover_after(failover_after)
+        self.failover_after = failover_after
+        self._failover: Optional[Failover] = None
+        # request id -> (deadline, callback) of the router's own commands to nodes
+        self._commands: dict[int, tuple[float, Callable[[Optional[Reply]], None]]] = {}
         self.replication_timeout = replication_timeout
         if read_preference not in READ_PREFERENCES:
             raise ValueError(f"read preference must be one of {READ_PREFERENCES}")
@@ -87,11 +100,15 @@ class RouterServer:
         """What a client needs to route by itself: the masters in partition order, and how
         long a master may take (past it, the router would answer 503)."""
         return {"masters": list(self.masters), "node_timeout_s": self.node_timeout,
-                "replication_timeout_s": self.replication_timeout}
+                "replication_timeout_s": self.replication_timeout,
+                "epochs": [p.epoch for p in self.configuration.partitions]}
 
     def status(self) -> dict:
         """The router's view of its partitions (read from other threads; a snapshot)."""
-        return {"partitions": [p.status() for p in list(self._partitions)],
+        failover = self._failover
+        return {"partitions": [{**p.status(), **(failover.status(p.index) if failover else {})}
+                               for p in list(self._partitions)],
+                "failover_after_s": self.failover_after,
                 "requests": dict(self.counts), "node_timeout_s": self.node_timeout,
                 "read_preference": self.read_preference,
                 "uptime_s": round(time.monotonic() - self.started, 3)}
@@ -107,8 +124,13 @@ class RouterServer:
         for index, address in enumerate(self.masters):
             self._partitions.append(Partition(index, self._connect(index, address, "master")))
         next_status = 0.0
+        if self.failover_after > 0:
+            self._failover = Failover(self.configuration, self._partitions, self._command,
+                                      self.failover_after, self.node_timeout)
         try:
             self._await_connections()
+            if self._failover is not None:
+                self._await_leases(front)
             self.ready.set()
             while not self._stopping.is_set():
                 for sock, _ in poller.poll(int(TICK_S * 1000)):
@@ -119,6 +141,9 @@ class RouterServer:
                         self._drain(sock, lambda message: self._from_node(front, link, message))
                 now = time.monotonic()
                 self._expire(front, now)
+                if self._failover is not None:
+                    self._failover.tick(now)
+                    self.masters = [p.master.address for p in self._partitions]
                 if now >= next_status:
                     self._ask_status(now)
                     next_status = now + STATUS_EVERY_S
@@ -143,6 +168,30 @@ class RouterServer:
                 partition.master.alive = True
             else:
                 log.warning("%s is not reachable yet", partition.master.name)
+
+    def _await_leases(self, front: zmq.Socket) -> None:
+        """Lease every master that answers before taking requests, so that the first writes
+        after a start are not refused for want of a lease."""
+        deadline = time.monotonic() + self.node_timeout
+        while not self._failover.leased() and time.monotonic() < deadline:
+            self._failover.tick(time.monotonic())
+            for sock, _ in self._poller.poll(int(TICK_S * 1000)):
+                if sock is not front:
+                    link = self._links[sock]
+                    self._drain(sock, lambda message: self._from_node(front, link, message))
+            self._expire(front, time.monotonic())
+
+    def _command(self, link: NodeLink, op: str, args: list,
+                 answered: Callable[[Optional[Reply]], None]) -> None:
+        """Send the router's own request to a node; `answered` gets its reply, or None when
+        it could not be sent or no reply came within the node timeout."""
+        request_id = next(self._ids)
+        try:
+            _send(link.sock, INTERNAL, encode_request(request_id, op, args))
+        except zmq.Again:
+            answered(None)
+            return
+        self._commands[request_id] = (time.monotonic() + self.node_timeout, answered)
 
     def _drain(self, sock: zmq.Socket, handle) -> None:
         for _ in range(MAX_DRAIN):
@@ -255,6 +304,9 @@ class RouterServer:
         except BadMessage:
             log.warning("%s sent an undecodable reply", link.name)
             return
+        if route == INTERNAL and reply.request_id in self._commands:
+            self._commands.pop(reply.request_id)[1](reply)
+            return
         entry = None
         if route:
             key = (route[0], reply.request_id)
@@ -275,6 +327,12 @@ class RouterServer:
     def _expire(self, front: zmq.Socket, now: float) -> None:
         for pending in (self._pending, self._pending_held):
             self._expire_from(front, pending, now)
+        while self._commands:  # in deadline order, as for requests
+            request_id, (deadline, answered) = next(iter(self._commands.items()))
+            if deadline > now:
+                break
+            del self._commands[request_id]
+            answered(None)
 
     def _expire_from(self, front: zmq.Socket, pending: dict, now: float) -> None:
         while pending:

@@ -38,7 +38,11 @@ Replication, between nodes (yaddb.replication.master says what each answers):
 
 Control, from a router to its nodes (docs/failover.md):
 
-    lease   [epoch, granted_at or nil, seconds]  -> {"now", "epoch", "lease_s"}: a master's lease
+    lease     [epoch, granted_at or nil, seconds]  -> {"now", "epoch", "lease_s"}: a master's lease
+    promote   [epoch, [slave addresses]]           -> {"epoch", "history", "sequence"}: become
+                                                      the partition's master
+    replicaof [epoch, "host:port"]                 -> {"epoch", "master"}: replicate that master
+                                                      (a master steps down first)
 
 Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
 when one could be read, so the error reply still matches) and nothing else.
@@ -78,10 +82,11 @@ CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
                        "mset": "P", "mdel": "K", "stats": "", "map": "",
                        "sync": "aaa", "chunk": "a", "replica": "aaaa", "follow": "a",
-                       "ack": "aaa", "lease": "aaa"}
+                       "ack": "aaa", "lease": "aaa", "promote": "aa",
+                       "replicaof": "aa"}
 WRITES = frozenset({"set", "del", "mset", "mdel"})
 REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow", "ack"})
-CONTROL_OPS = frozenset({"lease"})  # from a router to its nodes
+CONTROL_OPS = frozenset({"lease", "promote", "replicaof"})  # from a router to its nodes
 
 
 class Request(NamedTuple):

@@ -1,0 +1,174 @@
+"""Automatic failover with real processes (CONTRACT.md section 7, docs/failover.md): a router
+with --failover-after promotes a slave when its master goes silent, fences the old master by
+its lease, brings the old master back as a slave, and keeps its configuration across a restart."""
+import json
+import signal
+import time
+
+import pytest
+
+from yaddb import Client
+from yaddb.errors import NotApplied, YaddbError
+from tests.helpers import wait_for
+
+FAILOVER_AFTER = "2.5"
+KEYS = [b"key%03d" % i for i in range(100)]
+
+
+def start_partition(tmp_path, processes, slaves: int = 1):
+    """A master, `slaves` slaves and a router failing over after FAILOVER_AFTER s; every key
+    written with w=all, so every slave holds it."""
+    master = processes.node(tmp_path / "master").wait_ready()
+    followers = [processes.node(tmp_path / f"slave{j}", role=(
+        "slave", "--master-host", "127.0.0.1", "--master-port", str(master.port))).wait_ready()
+        for j in range(slaves)]
+    router = processes.router(tmp_path / "router", "--nodes", master.address,
+                              "--failover-after", FAILOVER_AFTER, "--node-timeout", "0.5")
+    router.wait_ready()
+    with Client(router.endpoint, timeout=10) as client:
+        wait_for(lambda: len(partition(client)["slaves"]) == slaves
+                 and all(s["ready"] for s in partition(client)["slaves"]),
+                 "the router to see every slave ready", 30)
+        for key in KEYS:
+            client.set(key, key + b"-value", w="all")
+    return master, followers, router
+
+
+def partition(client: Client) -> dict:
+    return client.stats()["partitions"][0]
+
+
+def write_until_it_works(client: Client, key: bytes, timeout: float = 20.0) -> float:
+    """Seconds until a write of `key` is acknowledged; each failed try was refused or failed."""
+    start = time.monotonic()
+    while True:
+        try:
+            client.set(key, b"after")
+            return time.monotonic() - start
+        except YaddbError:
+            if time.monotonic() - start > timeout:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP])
+def test_a_silent_master_is_replaced_and_comes_back_as_a_slave(tmp_path, processes, fault):
+    master, (slave,), router = start_partition(tmp_path, processes)
+    with Client(router.endpoint, timeout=5) as client:
+        master.child.signal(fault)
+        took = write_until_it_works(client, b"after-failover")
+        assert took < 10, took
+        now = partition(client)
+        assert now["master"] == slave.address and now["epoch"] == 1
+        assert now["last_failover"]["from"] == master.address
+        assert now["last_failover"]["to"] == slave.address
+        assert "silent" in now["last_failover"]["why"]
+        assert [client.get(key).value for key in KEYS] == [key + b"-value" for key in KEYS]
+
+        # The old master returns (restarted on its data, or thawed): it becomes a slave of
+        # the new master, fenced meanwhile, and then holds every write.
+        if fault == signal.SIGKILL:
+            master.child.wait(10)
+            master = processes.node(master.data_dir, port=master.port).wait_ready()
+        else:
+            master.child.signal(signal.SIGCONT)
+
+        def rejoined():
+            slaves = partition(client)["slaves"]
+            return any(s["address"] == master.address and s["ready"]
+                       and s["master"] == slave.address for s in slaves)
+        wait_for(rejoined, "the old master to rejoin as a slave of the new one", 30)
+        client.set(b"w-all", b"both", w="all")  # both members hold it, so both answer
+    with Client(master.endpoint, timeout=5, direct=False) as old:
+        assert old.stats()["role"] == "slave"
+        assert old.get(b"w-all").value == b"both"
+        assert old.get(b"after-failover").value == b"after"
+        with pytest.raises(YaddbError, match="not a master"):
+            old.set(b"x", b"y")
+
+
+def test_direct_clients_follow_the_new_master_without_a_restart(tmp_path, processes):
+    """A client routing by itself keeps working through the failover, then asks the router
+    for the new map and sends one-key calls straight to the new master again."""
+    master, (slave,), router = start_partition(tmp_path, processes)
+    with Client(router.endpoint, timeout=5) as client, \
+            Client(slave.endpoint, timeout=5, direct=False) as new_master:
+        assert client.get(KEYS[0]).value == KEYS[0] + b"-value"  # fetches the map
+        master.child.signal(signal.SIGKILL)
+        write_until_it_works(client, b"direct")
+
+        def gets_go_straight_to_the_new_master():
+            through_router = client.stats()["requests"].get("get", 0)
+            on_master = new_master.stats()["ops"].get("get", 0)
+            for _ in range(20):
+                assert client.get(b"direct").value == b"after"
+            return client.stats()["requests"].get("get", 0) == through_router \
+                and new_master.stats()["ops"].get("get", 0) == on_master + 20
+        wait_for(gets_go_straight_to_the_new_master, "direct routing to the new master", 30)
+
+
+def test_a_master_cut_off_from_its_router_stops_taking_writes(tmp_path, processes):
+    """The fence: with the router frozen, a client that still reaches the master directly
+    has its writes refused once the lease runs out, before any slave could be promoted."""
+    master, _, router = start_partition(tmp_path, processes)
+    with Client(master.endpoint, timeout=5, direct=False) as direct:
+        direct.set(b"leased", b"yes")
+        router.child.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            def refused():
+                try:
+                    direct.set(b"fenced", b"no")
+                    return False
+                except NotApplied as exc:
+                    return "lease" in str(exc)
+            wait_for(refused, "the master to refuse writes", 10)
+            assert time.monotonic() - frozen_at < float(FAILOVER_AFTER)
+            assert direct.get(b"leased").value == b"yes"  # reads go on
+        finally:
+            router.child.signal(signal.SIGCONT)
+        wait_for(lambda: _writes(direct), "writes to come back with the router", 15)
+        assert direct.get(b"fenced") is None or direct.get(b"fenced").value == b"no"
+
+
+def _writes(client: Client) -> bool:
+    try:
+        client.set(b"again", b"ok")
+        return True
+    except NotApplied:
+        return False
+
+
+def test_no_promotion_without_enough_slaves_to_be_sure(tmp_path, processes):
+    """Two slaves: both must answer (k=2 needs 2), or a w=majority write held by the silent
+    one alone could be lost; the partition stays read-only and /stats says why."""
+    master, (first, second), router = start_partition(tmp_path, processes, slaves=2)
+    with Client(router.endpoint, timeout=5, read_retries=2) as client:
+        second.child.signal(signal.SIGKILL)
+        master.child.signal(signal.SIGKILL)
+        wait_for(lambda: partition(client).get("failover_waiting"), "the router to say why", 20)
+        state = partition(client)
+        assert state["epoch"] == 0 and state["master"] == master.address
+        assert "1 of its 2 slaves" in state["failover_waiting"]
+        assert second.address in state["failover_waiting"]
+        with pytest.raises(YaddbError):
+            client.set(b"nowhere", b"x")
+        assert client.get(KEYS[7]).value == KEYS[7] + b"-value"  # reads go on, from the slave
+
+
+def test_the_configuration_outlives_the_router(tmp_path, processes):
+    master, (slave,), router = start_partition(tmp_path, processes)
+    with Client(router.endpoint, timeout=5) as client:
+        master.child.signal(signal.SIGKILL)
+        write_until_it_works(client, b"after")
+    router.stop()
+    stored = json.loads((tmp_path / "router" / "configuration.json").read_text())
+    assert stored["partitions"][0]["master"] == slave.address
+    assert stored["partitions"][0]["epoch"] == 1
+    again = processes.router(tmp_path / "router", "--nodes", master.address,  # stale on purpose
+                             "--failover-after", FAILOVER_AFTER).wait_ready()
+    with Client(again.endpoint, timeout=5) as client:
+        assert partition(client)["master"] == slave.address
+        write_until_it_works(client, b"with-the-new-router", timeout=10)
+        assert client.get(b"after").value == b"after"
+    assert "wins over --nodes" in again.log()

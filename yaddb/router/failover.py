@@ -1,0 +1,226 @@
+"""The router's side of failover (docs/failover.md): leases for masters, detection of a silent
+master, the promotion of the one slave that can be shown to hold every write acknowledged with
+w=majority or all, and the commands that bring every other member in line.
+
+It runs inside the router's loop thread, which owns the sockets: it sends through `control`
+and hears the answers through the callbacks it gives.
+
+    every RENEW_EVERY_S     lease [epoch, granted_at, LEASE_S] to each master
+    after failover_after s  without a lease answer: ask every slave its position, promote one
+    every RECONCILE_S       a member whose role differs from the configuration is told again
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+from yaddb.errors import BadRequest
+from yaddb.router.configuration import Configuration
+from yaddb.router.links import NodeLink, Partition
+from yaddb.transport.protocol import Reply
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 2.0        # a master's lease; failover_after must exceed it (the fence's margin)
+RENEW_EVERY_S = 0.5
+RECONCILE_S = 1.0    # how often a member whose role is wrong is told its role again
+RETRY_PROMOTION_S = 1.0
+STALE_EPOCH = 10     # the wire code of StaleEpoch (errors.py)
+Control = Callable[[NodeLink, str, list, Callable[[Optional[Reply]], None]], None]
+
+
+def check_failover_after(seconds: float) -> None:
+    if seconds < 0 or 0 < seconds <= LEASE_S:
+        raise BadRequest(f"--failover-after must exceed the {LEASE_S:g} s lease (or be 0 for "
+                         f"off), so an old master stops writing before another may start, "
+                         f"not {seconds:g}")
+
+
+class _PartitionWatch:
+    """What the router knows of one partition's lease and failover."""
+
+    def __init__(self, now: float) -> None:
+        self.granted_at: Optional[float] = None  # the master's time at its last lease answer
+        self.last_ok = now                       # router time of that answer
+        self.lease_in_flight = False
+        self.next_lease = 0.0
+        self.promoting = False
+        self.next_try = 0.0
+        self.waiting: Optional[str] = None       # why promotion waits, for /stats and the log
+        self.commanded: dict[str, float] = {}    # address -> when it was last told its role
+
+
+class Failover:
+    def __init__(self, configuration: Configuration, partitions: list[Partition], control: Control,
+                 failover_after: float, node_timeout: float) -> None:
+        check_failover_after(failover_after)
+        self.configuration = configuration
+        self.partitions = partitions
+        self.control = control
+        self.failover_after = failover_after
+        self.node_timeout = node_timeout
+        now = time.monotonic()
+        self.watches = [_PartitionWatch(now) for _ in partitions]
+
+    def leased(self) -> bool:
+        """Whether every master that answers holds a lease (the router's start waits on it)."""
+        return all(watch.granted_at is not None or not partition.master.alive
+                   for watch, partition in zip(self.watches, self.partitions))
+
+    def tick(self, now: float) -> None:
+        for partition, watch in zip(self.partitions, self.watches):
+            if now >= watch.next_lease and not watch.lease_in_flight:
+                self._renew(partition, watch, now)
+            silent = now - watch.last_ok
+            if silent > self.failover_after and not watch.promoting and now >= watch.next_try:
+                self._ask_slaves(partition, watch, silent)
+            self._reconcile(partition, watch, now)
+
+    def status(self, index: int) -> dict:
+        config = self.configuration.partitions[index]
+        watch = self.watches[index]
+        return {"epoch": config.epoch, "last_failover": config.last_failover,
+                "failover_waiting": watch.waiting,
+                "lease_answered_s_ago": round(time.monotonic() - watch.last_ok, 3)}
+
+    # ---- leases --------------------------------------------------------------------------
+
+    def _renew(self, partition: Partition, watch: _PartitionWatch, now: float) -> None:
+        index = partition.index
+        master = partition.master
+        watch.lease_in_flight = True
+        watch.next_lease = now + RENEW_EVERY_S
+
+        def answered(reply: Optional[Reply]) -> None:
+            watch.lease_in_flight = False
+            if partition.master is not master:
+                return  # a failover happened meanwhile
+            if reply is None:
+                return
+            if reply.status == 0:
+                first = watch.granted_at is None
+                watch.granted_at = reply.payload["now"]
+                watch.last_ok = time.monotonic()
+                if first:  # a first lease only starts the clock: grant the real one now
+                    watch.next_lease = 0.0
+            elif reply.status == STALE_EPOCH:
+                self.configuration.adopt_epoch(index, (master.stats or {}).get("epoch", 0))
+            else:
+                log.debug("%s refused its lease: %s", master.name, reply.payload)
+
+        epoch = self.configuration.partitions[index].epoch
+        self.control(master, "lease", [epoch, watch.granted_at, LEASE_S], answered)
+
+    # ---- promotion -----------------------------------------------------------------------
+
+    def _ask_slaves(self, partition: Partition, watch: _PartitionWatch, silent: float) -> None:
+        """Ask every slave where it is, then promote once all answered or the time is up."""
+        slaves = list(partition.slaves.values())
+        watch.promoting = True
+        answers: dict[str, dict] = {}
+        outstanding = {link.address for link in slaves}
+        master = partition.master
+
+        def heard(link: NodeLink, reply: Optional[Reply]) -> None:
+            outstanding.discard(link.address)
+            if reply is not None and reply.status == 0 and isinstance(reply.payload, dict):
+                link.stats = reply.payload
+                answers[link.address] = reply.payload
+            if not outstanding:
+                watch.promoting = False
+                watch.next_try = time.monotonic() + RETRY_PROMOTION_S
+                if partition.master is master:
+                    self._choose(partition, watch, answers, silent)
+
+        if not slaves:
+            watch.promoting = False
+            watch.next_try = time.monotonic() + RETRY_PROMOTION_S
+            self._wait(partition, watch, f"master {master.address} is silent and has no slaves")
+            return
+        for link in slaves:
+            self.control(link, "stats", [], lambda reply, link=link: heard(link, reply))
+
+    def _choose(self, partition: Partition, watch: _PartitionWatch, answers: dict[str, dict],
+                silent: float) -> None:
+        """Promote the slave with the highest position, if enough answered to be sure it holds
+        every w=majority write: r >= k - floor(n/2) + 1 (docs/failover.md)."""
+        master = partition.master
+        last = master.stats or {}
+        listed = {s["address"] for s in last.get("slaves") or () if isinstance(s, dict)} \
+            or set(partition.slaves)
+        k = len(listed)
+        needed = k - (k + 1) // 2 + 1
+        ready = {address: answer["replication"] for address, answer in answers.items()
+                 if address in listed and _on_history(answer, last.get("history"))}
+        if len(ready) < needed or not ready:
+            missing = ", ".join(sorted(listed - set(ready))) or "none known"
+            self._wait(partition, watch, f"master {master.address} is silent; {len(ready)} of "
+                       f"its {k} slaves answered ready on its history, {needed} needed to be "
+                       f"sure of every w=majority write (not: {missing}); the partition is "
+                       f"read-only meanwhile")
+            return
+        chosen = max(ready, key=lambda address: ready[address]["applied"])
+        why = f"master {master.address} silent for {silent:.1f} s (--failover-after " \
+              f"{self.failover_after:g})"
+        config = self.configuration.fail_over(partition.index, chosen, why)
+        log.warning("partition %d: promoting %s (applied %d) at epoch %d: %s", partition.index,
+                    chosen, ready[chosen]["applied"], config.epoch, why)
+        partition.replace_master(chosen)
+        watch.waiting = None
+        watch.granted_at = None
+        watch.last_ok = time.monotonic()  # the new master gets its own failover_after
+        self._promote(partition, watch)
+
+    def _promote(self, partition: Partition, watch: _PartitionWatch) -> None:
+        link = partition.master
+        watch.commanded[link.address] = time.monotonic()
+        epoch = self.configuration.partitions[partition.index].epoch
+
+        def answered(reply: Optional[Reply]) -> None:
+            if reply is not None and reply.status == 0 and partition.master is link:
+                watch.next_lease = 0.0  # its writes wait on the first lease: send it now
+            elif reply is not None and reply.status != 0:
+                log.error("%s refused promotion: %s", link.name, reply.payload)
+
+        self.control(link, "promote", [epoch, sorted(partition.slaves)], answered)
+
+    def _wait(self, partition: Partition, watch: _PartitionWatch, why: str) -> None:
+        """Say once (not at every retry) why partition `partition` has no new master yet."""
+        if watch.waiting != why:
+            log.error("partition %d: no failover yet: %s", partition.index, why)
+            watch.waiting = why
+
+    # ---- keeping members in line ---------------------------------------------------------
+
+    def _reconcile(self, partition: Partition, watch: _PartitionWatch, now: float) -> None:
+        """After a failover, tell each member its role again until its stats show it: the
+        configured master "promote", every other member "replicaof" the master."""
+        config = self.configuration.partitions[partition.index]
+        if config.epoch == 0 or self.failover_after <= 0:
+            return  # the operator's own wiring stands until the router first changes it
+        for link in partition.links():
+            stats = link.stats
+            if not link.alive or stats is None or now - watch.commanded.get(link.address, 0.0) < RECONCILE_S:
+                continue
+            role = stats.get("role")
+            if link is partition.master:
+                if role == "slave":
+                    self._promote(partition, watch)
+            elif role == "master" or (stats.get("replication") or {}).get("master") != config.master:
+                watch.commanded[link.address] = now
+                link.stats = None  # its next stats say whether the command took
+                self.control(link, "replicaof", [config.epoch, config.master],
+                             lambda reply, link=link: _log_refusal(link, reply))
+
+
+def _on_history(answer: dict, history: Optional[str]) -> bool:
+    replication = answer.get("replication")
+    return isinstance(replication, dict) and bool(replication.get("ready")) \
+        and history is not None and replication.get("history") == history \
+        and type(replication.get("applied")) is int
+
+
+def _log_refusal(link: NodeLink, reply: Optional[Reply]) -> None:
+    if reply is not None and reply.status != 0:
+        log.warning("%s refused replicaof: %s", link.name, reply.payload)
