@@ -142,3 +142,22 @@ def test_bad_seq_and_closed_engine(open_engine):
     engine.close()
     with pytest.raises(EngineClosed):
         engine.writes_since(0)
+
+
+def test_a_slave_numbers_writes_as_its_master_and_skipped_numbers_are_no_gap(open_engine, tmp_path):
+    """write_batch(first_seq=) numbers from there when above the latest, else takes the next
+    numbers; advance_sequence jumps; writes_since stays exact across skipped numbers, and
+    the numbers survive a restart (from the log)."""
+    engine = open_engine(compaction="manual")
+    assert engine.write_batch([(b"a", b"1"), (b"b", b"2")], sync=False, first_seq=10) == 11
+    assert engine.write_batch([(b"c", b"3")], first_seq=5) == 12  # below: the next number
+    engine.advance_sequence(20)
+    engine.advance_sequence(15)  # never backwards
+    assert engine.put(b"d", b"4") == 21
+    assert engine.writes_since(0) == [(10, b"a", b"1"), (11, b"b", b"2"), (12, b"c", b"3"),
+                                      (21, b"d", b"4")]
+    assert engine.writes_since(12) == [(21, b"d", b"4")]
+    engine.close()
+    again = open_engine(tmp_path / "db", compaction="manual")
+    assert again.sequence == 21
+    assert again.get(b"b") == b"2"

@@ -222,7 +222,7 @@ def test_slaves_heard_from_are_listed_with_their_lag(engine):
     seq = engine.sequence
     assert source.slaves() == []
     assert source.heard_from(["10.0.0.2:7000", HISTORY, 3, True]) == {
-        "seq": seq, "history": HISTORY, "pub_port": 9999}
+        "seq": seq, "history": HISTORY, "pub_port": 9999, "forked_from": None}
     source.heard_from(["10.0.0.1:7000", None, 0, False])
     source.heard_from(["10.0.0.3:7000", "feedfacefeedface", seq + 5, True])
     listed = source.slaves()

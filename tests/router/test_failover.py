@@ -172,3 +172,75 @@ def test_the_configuration_outlives_the_router(tmp_path, processes):
         write_until_it_works(client, b"with-the-new-router", timeout=10)
         assert client.get(b"after").value == b"after"
     assert "wins over --nodes" in again.log()
+
+
+def test_a_returning_master_keeps_its_lost_writes_aside_and_goes_on_from_the_log(tmp_path, processes):
+    """The old master took w=1 writes its slave never got; the slave is promoted. When the old
+    master returns it writes those to its rollback file (exact: from its log), takes the new
+    master's items for their keys, and goes on from the new master's log: no snapshot."""
+    master, (slave,), router = start_partition(tmp_path, processes)
+    slave.child.signal(signal.SIGKILL)  # it gets none of what follows
+    slave.child.wait(10)
+    lost = {b"lost-%d" % i: b"only on the old master %d" % i for i in range(5)}
+    with Client(master.endpoint, timeout=5, direct=False) as old:
+        for key, value in lost.items():
+            old.set(key, value)
+        old.set(KEYS[3], b"overwritten on the old master")
+        old.delete(KEYS[4])
+    master.child.signal(signal.SIGSTOP)
+    slave = processes.node(slave.data_dir, port=slave.port, role=(
+        "slave", "--master-host", "127.0.0.1", "--master-port", str(master.port))).wait_ready()
+    with Client(router.endpoint, timeout=5) as client:
+        write_until_it_works(client, b"on-the-new-master")
+        assert partition(client)["master"] == slave.address
+        client.set(KEYS[5], b"changed on the new master")
+        master.child.signal(signal.SIGCONT)
+
+        def rejoined():
+            slaves = partition(client)["slaves"]
+            return any(s["address"] == master.address and s["ready"] and s["lag"] == 0
+                       and s["master"] == slave.address for s in slaves)
+        wait_for(rejoined, "the old master to rejoin", 30)
+        client.set(b"after-rejoin", b"both", w="all")
+    with Client(master.endpoint, timeout=5, direct=False) as old, \
+            Client(slave.endpoint, timeout=5, direct=False) as new:
+        replication = old.stats()["replication"]
+        assert replication["full_syncs"] == 0, replication
+        assert replication["rolled_back"]["entries"] == len(lost) + 2
+        every = [*KEYS, *lost, b"on-the-new-master", b"after-rejoin"]
+        ours = [old.get(key) for key in every]
+        assert ours == [new.get(key) for key in every]
+        assert all(old.get(key) is None for key in lost)
+        assert old.get(KEYS[3]).value == KEYS[3] + b"-value"
+        assert old.get(KEYS[4]).value == KEYS[4] + b"-value"
+        assert old.get(KEYS[5]).value == b"changed on the new master"
+    [path] = (master.data_dir / "rollback").glob("*.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {bytes.fromhex(line["key"]) for line in lines} == {*lost, KEYS[3], KEYS[4]}
+    assert all(line["exact"] for line in lines)
+    deleted = [line for line in lines if line["deleted"]]
+    assert [bytes.fromhex(line["key"]) for line in deleted] == [KEYS[4]]
+    by_key = {bytes.fromhex(line["key"]): line for line in lines}
+    assert by_key[b"lost-2"]["value"] == "only on the old master 2"
+
+
+def test_the_other_slaves_go_on_from_the_new_masters_log(tmp_path, processes):
+    """Slaves number the writes they apply as their master did, so the promoted slave's log
+    continues its old master's: the other slave follows it with no snapshot, and w=majority
+    right after the failover counts every member of the partition."""
+    master, slaves, router = start_partition(tmp_path, processes, slaves=2)
+    with Client(router.endpoint, timeout=5) as client:
+        master.child.signal(signal.SIGKILL)
+        write_until_it_works(client, b"after")
+        promoted = partition(client)["master"]
+        [other] = [s for s in slaves if s.address != promoted]
+        with Client(other.endpoint, timeout=5, direct=False) as follower:
+            full_syncs = follower.stats()["replication"]["full_syncs"]
+            wait_for(lambda: follower.stats()["replication"]["master"] == promoted
+                     and follower.stats()["replication"]["ready"]
+                     and follower.get(b"after") is not None,
+                     "the other slave to follow the new master", 30)
+            client.set(b"majority", b"m", w="majority")  # 2 of 3: the new master and it
+            assert follower.get(b"majority").value == b"m"
+            assert follower.stats()["replication"]["full_syncs"] == full_syncs
+            assert [follower.get(key).value for key in KEYS] == [key + b"-value" for key in KEYS]

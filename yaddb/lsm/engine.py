@@ -175,24 +175,29 @@ class Engine:
 
     def writes_since(self, seq: int) -> Optional[list[tuple[int, bytes, Optional[bytes]]]]:
         """Every write numbered above `seq`, oldest first, as (seq, key, value or None for a
-        delete), read from the logs this engine still holds. None when those logs no longer
-        reach back to seq + 1 (a flush deleted older ones): the answer would not be exact."""
+        delete), read from the logs this engine still holds. None when a write above `seq`
+        may be in a segment only (a flush moved it there and deleted its log): the answer
+        would not be exact. Numbers may skip (a slave numbers writes as its master does)."""
         if type(seq) is not int or seq < 0:
             raise ValueError(f"seq must be an int >= 0, not {seq!r}")
         with self._write_lock:
             # Under the lock no write or rotation moves the set of logs or their ends, so
             # the files match `last`. A flush may still delete a frozen table's log (it does
-            # not take this lock), but an open file stays readable after its unlink.
+            # not take this lock), but an open file stays readable after its unlink, and a
+            # log deleted before it was opened has its segment in the view by then.
             mem, frozen, _ = self._versions.current()
             last, current, end = self._seq, self._wal.number, self._wal.written
             if seq >= last:
                 return []
             numbers = [n for table in (*reversed(frozen), mem) for n in table.wal_numbers]
             opened = open_logs(self.path, numbers)
+            flushed_past = any(segment.max_seq > seq for segment in self._versions.current()[2])
         batches = read_logs(opened, {current: end})
-        if batches is None:
+        if batches is None or flushed_past:
             return None
-        return _writes_after(batches, seq, last)
+        return [(batch.first_seq + offset, key, value) for batch in batches
+                for offset, (key, value) in enumerate(batch.entries)
+                if batch.first_seq + offset > seq]
 
     @property
     def sequence(self) -> int:
@@ -231,16 +236,26 @@ class Engine:
         """Delete key (a tombstone; deleting an absent key is harmless)."""
         return self._commit([(check_key(key), None)])
 
-    def write_batch(self, ops: Iterable[tuple[bytes, Optional[bytes]]], sync: bool = True) -> int:
+    def write_batch(self, ops: Iterable[tuple[bytes, Optional[bytes]]], sync: bool = True,
+                    first_seq: Optional[int] = None) -> int:
         """Apply (key, value) pairs, value None meaning delete, atomically; returns the last seq.
 
         With sync=False the batch is in the OS (safe from a process crash) but not fsynced
         even under fsync="always": the caller calls sync() before acknowledging it. A server
-        uses this to cover many requests with one fsync.
+        uses this to cover many requests with one fsync. `first_seq`, when above the latest
+        sequence number, numbers the batch from there (a slave numbering writes as its master
+        does); otherwise the batch takes the next numbers.
         """
         checked = [(check_key(key), None if value is None else self._checked_value(value))
                    for key, value in ops]
-        return self._commit(checked, sync) if checked else self._seq
+        return self._commit(checked, sync, first_seq) if checked else self._seq
+
+    def advance_sequence(self, seq: int) -> None:
+        """Number the next write seq + 1 if that is above the latest (a slave loaded as of its
+        master's `seq`, or a promoted slave going on from its master's numbering). Made
+        durable by that next write; a restart before it only forgets the jump."""
+        with self._write_lock:
+            self._seq = max(self._seq, seq)
 
     def sync(self, force: bool = False) -> None:
         """Under fsync="always", or with force under any policy, return once every write so
@@ -266,10 +281,11 @@ class Engine:
         """`with engine.batch() as b: b.put(...); b.delete(...)` applies all of it on exit."""
         return WriteBatch(self.write_batch)
 
-    def _commit(self, entries: list[tuple[bytes, Optional[bytes]]], sync: bool = True) -> int:
+    def _commit(self, entries: list[tuple[bytes, Optional[bytes]]], sync: bool = True,
+                first_seq: Optional[int] = None) -> int:
         with self._write_lock:
             mem, wal = self._writable()
-            first = self._seq + 1
+            first = self._seq + 1 if first_seq is None else max(self._seq + 1, first_seq)
             record = (wal_format.encode_single(first, *entries[0]) if len(entries) == 1
                       else wal_format.encode_batch(first, entries))
             try:
@@ -406,16 +422,3 @@ class Engine:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
-
-
-def _writes_after(batches: list[wal_format.Batch], seq: int,
-                  last: int) -> Optional[list[tuple[int, bytes, Optional[bytes]]]]:
-    """The writes seq+1..last in `batches`, or None unless every one of them is there."""
-    writes = []
-    for batch in batches:
-        for offset, (key, value) in enumerate(batch.entries):
-            if batch.first_seq + offset > seq:
-                writes.append((batch.first_seq + offset, key, value))
-    if [write[0] for write in writes] != list(range(seq + 1, last + 1)):
-        return None  # the oldest logs are gone (or a gap, which a log should never hold)
-    return writes

@@ -229,6 +229,8 @@ class NodeHandler:
             return self.source.sync(args)
         if op == "chunk":
             return self.source.chunk(args)
+        if op == "values":
+            return self.source.values(args)
         if op == "ack":
             self.source.acked(args)
             return NO_REPLY

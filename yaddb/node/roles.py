@@ -46,7 +46,8 @@ def master_lineage(data_dir: str, sequence: int) -> ReplicationState:
     state = load_state(data_dir)
     previous = state.history if state.master is None else None
     lineage = ReplicationState(new_history(), previous_history=previous,
-                               switched_at=sequence if previous else 0)
+                               switched_at=sequence if previous else 0,
+                               forked_from=state.forked_from if state.master is None else None)
     save_state(data_dir, lineage)
     return lineage
 
@@ -92,20 +93,34 @@ class RoleSwitch:
             replica.stop()
             handler.engine.sync(force=True)  # a slave applies without syncing each batch
             if state.master is None:  # a master before (restarted as a slave): its line goes on
-                lineage, forked_from = master_lineage(self.data_dir, handler.engine.sequence), None
-            else:  # its numbering is its own, so no slave can continue from the old log
-                lineage = ReplicationState(new_history())
-                forked_from = (state.history, state.applied)
-                save_state(self.data_dir, lineage)
-            source = ReplicationSource(handler.engine, lineage, self.backlog_bytes, self.pub_port,
-                                       forked_from=forked_from)
+                lineage = master_lineage(self.data_dir, handler.engine.sequence)
+            else:
+                lineage = self._fork(handler.engine, state)
+            source = ReplicationSource(handler.engine, lineage, self.backlog_bytes, self.pub_port)
             lease.revoke()
             handler.become_master(source)
-            log.warning("promoted to master at epoch %d (history %s, forked from %s)", epoch,
-                        lineage.history, forked_from)
+            log.warning("promoted to master at epoch %d (history %s, forked from %s, the old "
+                        "master's log %s)", epoch, lineage.history, lineage.forked_from,
+                        "goes on" if lineage.previous_history else "does not go on: its slaves "
+                        "take a snapshot")
         handler.source.expect_slaves(slaves, self.address)
         return {"epoch": lease.epoch, "history": handler.source.history,
                 "sequence": handler.engine.sequence}
+
+    def _fork(self, engine: Engine, state: ReplicationState) -> ReplicationState:
+        """A new history for a promoted slave that held its master's writes up to
+        `state.applied`. When its own numbers are not past that (it numbered its writes as its
+        master did), its next write is applied + 1 and its old master's slaves go on from its
+        log (the old history is its previous one, as after a master's restart)."""
+        applied = state.applied
+        continues = engine.sequence <= applied
+        if continues:
+            engine.advance_sequence(applied)
+        lineage = ReplicationState(new_history(), previous_history=state.history if continues else None,
+                                   switched_at=applied if continues else 0,
+                                   forked_from=[state.history, applied])
+        save_state(self.data_dir, lineage)
+        return lineage
 
     def replicaof(self, handler: RoleHolder, args: list) -> dict[str, Any]:
         """Replicate `master` from now on. A master steps down first: its writes past what

@@ -8,7 +8,8 @@ Slaves ask over the master's request socket (ops of yaddb.transport.protocol):
                                                  or {"mode": "snapshot", "cursor": id, "items":
                                                      [[key, item]..], "done": bool, "seq": S, ...}
     chunk   [cursor]                             -> {"items": [...], "done": bool}
-    replica [address, history, applied, ready]   -> {"seq", "history", "pub_port"} of the master
+    replica [address, history, applied, ready]   -> {"seq", "history", "pub_port", "forked_from"}
+    values  [[key, ...]]                         -> {"seq", "items"}: items now, nil if absent
     ack     [address, history, applied]          -> no reply: what the slave applied, sent
                                                     after each batch, for write concerns
 
@@ -52,6 +53,8 @@ class ReplicationSource:
         self.previous_history = lineage.previous_history
         self.switched_at = lineage.switched_at
         self.pub_port = pub_port
+        if forked_from is None:
+            forked_from = lineage.forked_from
         self.forked_from = None if forked_from is None else list(forked_from)
         self.backlog = Backlog(backlog_bytes)
         # cursor -> (the snapshot's items still to send, last asked at, bytes per chunk)
@@ -146,7 +149,15 @@ class ReplicationSource:
         if not isinstance(address, str) or type(applied) is not int:
             raise BadRequest("replica takes [address, history, applied, ready]")
         self._note(address, history, applied, bool(ready) and history == self.history)
-        return {"seq": self.engine.sequence, "history": self.history, "pub_port": self.pub_port}
+        return {"seq": self.engine.sequence, "history": self.history, "pub_port": self.pub_port,
+                "forked_from": self.forked_from}
+
+    def values(self, args: list) -> dict:
+        """`values [[key, ...]]`: each key's item now (nil if absent) and the sequence number
+        they are as of. A rejoining master restores with them the keys it rolled back, then
+        goes on from the log (replication/slave.py)."""
+        get = self.engine.get  # the keys are checked by the protocol (kind "K")
+        return {"seq": self.engine.sequence, "items": [get(key) for key in args[0]]}
 
     def acked(self, args: list) -> None:
         """A slave's word that it applied everything up to `applied` (of our history)."""

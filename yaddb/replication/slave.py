@@ -39,6 +39,7 @@ REQUEST_TIMEOUT_S = 5.0
 CATCH_UP_BYTES = 1 << 20    # per sync answer or snapshot chunk
 SILENCE_S = 8 * HEARTBEAT_S  # no message for this long: the master is gone
 REPORT_EVERY_S = 0.5        # the slave's heartbeat to its master, and how often its position is saved
+RESTORE_KEYS = 1000          # keys asked per `values` call when rejoining
 DRAIN_MAX = 256             # updates applied between looks at the clock
 
 
@@ -61,6 +62,7 @@ class Replica:
         self._context = context or zmq.Context.instance()
         self.epoch = epoch
         self.state = load_state(data_dir)
+        self._recover_position()
         if former is not None:
             self._demote(former)
         self.rolled_back = rollback.count(data_dir)
@@ -154,6 +156,8 @@ class Replica:
             # every HEARTBEAT_S. What queues from here on is applied after the catch-up.
             if not self._heard(sub, SILENCE_S):
                 raise SessionOver(f"nothing published by {master} within {SILENCE_S:g} s")
+            if self.state.former is not None:
+                self._rejoin(conn, info.get("forked_from"))
             self._catch_up(conn)
             self._stream(conn, sub)
         finally:
@@ -215,9 +219,13 @@ class Replica:
 
     def _apply(self, first_seq: int, entries: list) -> None:
         """Apply the writes first_seq.. that this slave does not have yet."""
-        entries = entries[max(0, self.state.applied + 1 - first_seq):]
+        skip = max(0, self.state.applied + 1 - first_seq)
+        entries = entries[skip:]
         if entries:
-            self.engine.write_batch([(key, value) for key, value in entries], sync=False)
+            # Numbered as the master numbered them while this node's own numbers allow: then
+            # a promoted slave's log goes on from its old master's (docs/failover.md).
+            self.engine.write_batch([(key, value) for key, value in entries], sync=False,
+                                    first_seq=first_seq + skip)
             self.state.applied = first_seq + len(entries) - 1 if first_seq > self.state.applied \
                 else self.state.applied + len(entries)
 
@@ -295,9 +303,34 @@ class Replica:
         if compare is not None and not kept:
             log.info("no key here differed from %s's snapshot: nothing to roll back",
                      self.state.master)
+        self.engine.advance_sequence(answer["seq"])  # the master's next write numbers on
         self.state = ReplicationState(answer["history"], answer["seq"], self.state.master)
         self._save_position()  # the rollback files are durable: the former lineage goes
         self._replace_data = False
+
+    def _rejoin(self, conn: Connection, forked_from: object) -> None:
+        """A former master whose logs hold every write it took past the new master's fork:
+        keep those aside, give their keys the new master's items, and go on from the new
+        master's log at the fork, with no snapshot (Redis's PSYNC2 idea). Otherwise this
+        does nothing, and the snapshot's load compares instead (_roll_back)."""
+        forked_at = rollback.fork_point(forked_from, self.state.former)
+        writes = None if forked_at is None else self.engine.writes_since(forked_at)
+        if writes is None:
+            return
+        history = forked_from[0]
+        kept = rollback.last_writes(writes)
+        self._keep_aside(kept, True, forked_at, history)
+        keys = [key for key, _, _ in kept]
+        for start in range(0, len(keys), RESTORE_KEYS):
+            part = keys[start:start + RESTORE_KEYS]
+            items = conn.call("values", [part])["items"]
+            # Items as of the new master's sequence then: its log from the fork on, applied
+            # next, ends with each key as the new master has it.
+            self.engine.write_batch(list(zip(part, items)), sync=False)
+        self.state = ReplicationState(history, forked_at, self.state.master)
+        self._save_position()
+        log.info("rejoining %s from its log after write %d of history %s (%d key(s) restored "
+                 "from it)", self.state.master, forked_at, history, len(keys))
 
     def _roll_back(self, answer: dict) -> Optional[tuple[int, str]]:
         """Keep aside the writes a former master took past the new master's fork, before its
@@ -348,7 +381,19 @@ class Replica:
 
     def _save_position(self) -> None:
         self.engine.sync(force=True)  # the file must never claim more than the disk holds
+        self.state.aligned = self.engine.sequence == self.state.applied
         save_state(self.data_dir, self.state)
+
+    def _recover_position(self) -> None:
+        """After a crash the file may lag the data by up to a report's worth of writes. When
+        the data numbered its writes as the master did at the last save, every write since
+        was numbered so too: the data's own sequence number is then the position. (A stale
+        position would make the router's choice of whom to promote unsound.)"""
+        state = self.state
+        if state.aligned and state.history is not None and self.engine.sequence > state.applied:
+            log.info("the data holds the master's writes up to %d (the state file said %d)",
+                     self.engine.sequence, state.applied)
+            state.applied = self.engine.sequence
 
     def _report(self, conn: Connection) -> None:
         """The slave's heartbeat to its master (which lists it, with its lag); saves the position."""

@@ -36,6 +36,8 @@ class ReplicationState:
     previous_history: Optional[str] = None  # a master: its history before this start
     switched_at: int = 0                     # a master: its sequence number at this start
     former: Optional["ReplicationState"] = None  # a former master: its lineage, until rolled back
+    forked_from: Optional[list] = None  # a promoted master: [its old master's history, applied]
+    aligned: bool = False  # a slave: its data's own sequence number was `applied` when saved
 
 
 def new_history() -> str:
@@ -63,7 +65,9 @@ def _state_from(fields: object, nested: bool) -> Optional[ReplicationState]:
     try:
         former = fields.get("former")
         state = ReplicationState(fields["history"], fields["applied"], fields["master"],
-                                 fields.get("previous_history"), fields.get("switched_at", 0))
+                                 fields.get("previous_history"), fields.get("switched_at", 0),
+                                 forked_from=fields.get("forked_from"),
+                                 aligned=fields.get("aligned", False))
     except (AttributeError, KeyError, TypeError):
         return None
     if former is not None:
@@ -76,7 +80,10 @@ def _state_from(fields: object, nested: bool) -> Optional[ReplicationState]:
             or type(state.applied) is not int or state.applied < 0 \
             or not (state.master is None or isinstance(state.master, str)) \
             or not (state.previous_history is None or isinstance(state.previous_history, str)) \
-            or type(state.switched_at) is not int:
+            or type(state.switched_at) is not int or type(state.aligned) is not bool \
+            or not (state.forked_from is None or (
+                isinstance(state.forked_from, list) and len(state.forked_from) == 2
+                and isinstance(state.forked_from[0], str) and type(state.forked_from[1]) is int)):
         return None
     return state
 

@@ -35,6 +35,7 @@ Replication, between nodes (yaddb.replication.master says what each answers):
     ack     [address, history, applied]          a slave's prompt word of what it applied
                                                  (no reply: the master may be waiting on it)
     follow  ["host:port"]                        make this slave replicate that master
+    values  [[key, ...]]                         a rejoining master restoring what it rolled back
 
 Control, from a router to its nodes (docs/failover.md):
 
@@ -82,10 +83,10 @@ CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": "K",
                        "mset": "P", "mdel": "K", "stats": "", "map": "",
                        "sync": "aaa", "chunk": "a", "replica": "aaaa", "follow": "a",
-                       "ack": "aaa", "lease": "aaa", "promote": "aa",
+                       "ack": "aaa", "values": "K", "lease": "aaa", "promote": "aa",
                        "replicaof": "aa"}
 WRITES = frozenset({"set", "del", "mset", "mdel"})
-REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow", "ack"})
+REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow", "ack", "values"})
 CONTROL_OPS = frozenset({"lease", "promote", "replicaof"})  # from a router to its nodes
 
 
