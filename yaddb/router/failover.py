@@ -146,6 +146,9 @@ class Failover:
         """Promote the slave with the highest position, if enough answered to be sure it holds
         every w=majority write: r >= k - floor(n/2) + 1 (docs/failover.md)."""
         master = partition.master
+        if time.monotonic() - watch.last_ok <= self.failover_after:
+            log.info("partition %d: %s answered again; no failover", partition.index, master.name)
+            return  # it took a lease meanwhile: promoting now could make two masters
         last = master.stats or {}
         listed = {s["address"] for s in last.get("slaves") or () if isinstance(s, dict)} \
             or set(partition.slaves)
