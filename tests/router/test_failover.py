@@ -202,6 +202,8 @@ def test_a_returning_master_keeps_its_lost_writes_aside_and_goes_on_from_the_log
                        and s["master"] == slave.address for s in slaves)
         wait_for(rejoined, "the old master to rejoin", 30)
         client.set(b"after-rejoin", b"both", w="all")
+        [old_master] = [s for s in partition(client)["slaves"] if s["address"] == master.address]
+        assert old_master["rolled_back"] == {"files": 1, "entries": len(lost) + 2}  # in /stats
     with Client(master.endpoint, timeout=5, direct=False) as old, \
             Client(slave.endpoint, timeout=5, direct=False) as new:
         replication = old.stats()["replication"]

@@ -34,7 +34,8 @@ class NodeLink:
         if self.role == "slave":
             replication = stats.get("replication") or {}
             out.update(ready=replication.get("ready"), lag=replication.get("lag"),
-                       applied=replication.get("applied"), master=replication.get("master"))
+                       applied=replication.get("applied"), master=replication.get("master"),
+                       rolled_back=replication.get("rolled_back"))
         return out
 
 
