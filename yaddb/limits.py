@@ -11,6 +11,9 @@ BLOB_OVERHEAD = 2 + 2 * MAX_LABEL_BYTES    # most bytes a stored item adds to it
 BATCH_ROOM = 16 << 20                      # bytes a frame may carry beyond one largest item
 FSYNC_POLICIES = ("always", "interval", "never")  # when a node fsyncs its log (lsm/wal.py)
 DEFAULT_REPLICATION_TIMEOUT_S = 2.0  # how long a w>1 write waits for its members' confirmations
+# A master stops counting a slave silent this long as a member; the router's promotion rule
+# counts members as the master does (replication/master.py, router/failover.py).
+SLAVE_FORGET_S = 300.0
 WRITE_CONCERNS = ("majority", "all")  # besides a number of members, 1 (the master alone) and up
 
 

@@ -12,7 +12,8 @@ thread shares) and how it ended:
           stopped process and be applied after the client gave up.
 
 The nemesis's actions are recorded beside them as events, so a report can show what was
-happening around a suspicious operation.
+happening around a suspicious operation. What each node said it was (master or slave, under a
+lease or not) is recorded as RoleSamples (sampler.py), on the same clock.
 """
 from __future__ import annotations
 
@@ -62,6 +63,32 @@ class Event:
     """Something the nemesis did (or the test), at one moment."""
     at: float
     what: str
+
+
+@dataclass(frozen=True)
+class RoleSample:
+    """One answer of a node to `stats`: asked and answered are this process's
+    time.monotonic() before the request left and when its answer came; the rest is what the
+    node said (a node that says nothing of leases counts as never leased, epoch 0)."""
+    node: str
+    asked: float
+    answered: float
+    role: str
+    epoch: int
+    leased: bool
+    lease_s: float
+    partition: int = 0
+    clock: Optional[float] = None  # the node's monotonic time of the answer (one kernel's clock)
+
+    @property
+    def may_take_writes(self) -> bool:
+        """A master with a lease left, or one no router ever leased (it is not fenced)."""
+        return self.role == "master" and (not self.leased or self.lease_s > 0)
+
+    def describe(self, t0: float = 0.0) -> str:
+        lease = f"lease {self.lease_s:.3f} s left" if self.leased else "never leased"
+        return (f"[{self.asked - t0:8.3f} .. {self.answered - t0:8.3f}] {self.node} said "
+                f"{self.role}, epoch {self.epoch}, {lease}")
 
 
 def show(data: Optional[bytes]) -> str:

@@ -8,10 +8,11 @@ import pytest
 
 from yaddb.errors import NotMaster, Unavailable, YaddbTimeout
 from yaddb.transport.client_conn import NotSent
-from tests.chaos.checker import (check, check_final_state, check_reads, check_replicas,
-                                 report)
+from tests.chaos.checker import (check, check_final_state, check_one_master, check_reads,
+                                 check_replicas, check_rollbacks, report)
 from tests.chaos.history import (DELETE, FAIL, INFO, OK, READ, WRITE, Event, History, Op,
-                                 outcome_of)
+                                 RoleSample, outcome_of)
+from tests.chaos.rollback import RollbackFileError, pairs, read_rollbacks
 
 K, L = b"k", b"l"
 
@@ -27,6 +28,18 @@ def d(start: float, end: float, result: str = OK, key: bytes = K) -> Op:
 
 def r(value: bytes | None, start: float, end: float, key: bytes = K) -> Op:
     return Op("c3", READ, key, value, start, end, OK)
+
+
+def sample(node: str, asked: float, answered: float, role: str = "master", epoch: int = 1,
+           leased: bool = True, lease_s: float = 2.0, partition: int = 0) -> RoleSample:
+    return RoleSample(node, asked, answered, role, epoch, leased, lease_s, partition)
+
+
+def every(node: str, start: float, stop: float, step: float = 0.1, **fields) -> list[RoleSample]:
+    """A node answering every `step` s from `start` to `stop` (each answer 10 ms later)."""
+    count = int(round((stop - start) / step)) + 1
+    return [sample(node, start + i * step, start + i * step + 0.01, **fields)
+            for i in range(count)]
 
 
 def final_ok(ops, state) -> bool:
@@ -125,6 +138,209 @@ def test_a_rolled_back_write_that_is_still_there_is_reported():
     assert "rollback" in violation.what
 
 
+def test_a_w1_write_lost_by_a_failover_must_be_in_a_rollback_file(tmp_path):
+    """The loader and the rule together: without the old master's rollback file the lost
+    write is a violation; with it, it is excused; a majority write is never excused."""
+    ops = [w(b"a", 1, 2), w(b"b", 3, 4), w(b"c", 3.5, 4.5, key=L, concern="majority"),
+           d(3, 3.2, key=b"m")]
+    finals = {"n1": {K: b"a", b"m": b"gone"}, "n2": {K: b"a", b"m": b"gone"}}
+    ops.append(w(b"gone", 0, 0.5, key=b"m"))
+    layout = [("n2", ["n1"])]
+    assert [v.key for v in check(ops, finals, layout)] == [K, L, b"m"]
+    write_rollback(tmp_path / "n1", "2-100.jsonl", [
+        {"key": K.hex(), "seq": 7, "deleted": False, "content_type": "text/plain",
+         "encoding": "utf-8", "value": "b", "exact": True},
+        {"key": b"m".hex(), "seq": 8, "deleted": True, "exact": True}])
+    write_rollback(tmp_path / "n1", "3-200.jsonl", [
+        {"key": L.hex(), "seq": 9, "deleted": False, "content_type": "", "encoding": "",
+         "value": "Yw==", "value_encoding": "base64", "exact": False}])
+    entries = read_rollbacks({"n1": tmp_path / "n1", "n2": tmp_path / "n2"})
+    assert [(e.node, e.seq, e.exact) for e in entries] == [("n1", 7, True), ("n1", 8, True),
+                                                            ("n1", 9, False)]
+    assert pairs(entries) == {(K, b"b"), (b"m", None), (L, b"c")}
+    [violation] = check(ops, finals, layout, rolled_back=pairs(entries))
+    assert violation.key == L and "w=majority was rolled back" in violation.what
+
+
+def test_a_w1_write_replaced_by_a_rolled_back_one_need_not_be_there_either():
+    """A rollback file keeps each key's last write: an earlier w=1 write past the fork was
+    replaced by it on the old master, so it may be gone too; a majority write may not."""
+    ops = [w(b"a", 1, 2), w(b"b", 3, 4), w(b"c", 5, 6)]
+    assert check_final_state(ops, {K: b"a"}, {(K, b"c")}) == []
+    assert check_final_state(ops, {K: b"b"}, {(K, b"c")}) == []
+    strong = [w(b"a", 1, 2), w(b"s", 2.5, 2.8, concern="majority"), w(b"b", 3, 4),
+              w(b"c", 5, 6)]
+    assert check_final_state(strong, {K: b"s"}, {(K, b"c")}) == []
+    [violation] = check_final_state(strong, {K: b"a"}, {(K, b"c")})
+    assert "overwritten value came back" in violation.what
+    # A write that began after the rolled-back one ended is no business of the rollback.
+    later = ops + [w(b"d", 7, 8)]
+    assert check_final_state(later, {K: b"d"}, {(K, b"c")}) == []
+    assert len(check_final_state(later, {K: b"a"}, {(K, b"c")})) == 1
+
+
+def test_a_rolled_back_delete_is_one_of_the_keys_deletes_not_all_of_them():
+    ops = [w(b"a", 1, 2), d(3, 4), w(b"b", 5, 6, concern="majority"), d(7, 8)]
+    assert not final_ok(ops, {K: b"b"})
+    assert check_final_state(ops, {K: b"b"}, {(K, None)}) == []  # the last delete rolled back
+    assert check_final_state(ops, {}, {(K, None)}) == []  # or the first one
+    [violation] = check_final_state(ops, {K: b"a"}, {(K, None)})  # neither brings "a" back
+    assert "overwritten value came back" in violation.what
+    strong = [w(b"a", 1, 2), Op("c2", DELETE, K, None, 3, 4, OK, w="majority")]
+    rolled, came_back = check_final_state(strong, {K: b"a"}, {(K, None)})
+    assert "delete with w=majority was rolled back" in rolled.what
+    assert "deleted key came back" in came_back.what
+
+
+def test_a_rolled_back_delete_began_before_its_node_stepped_down():
+    """The rollback file's epoch and the role samples bound which delete it can have been:
+    one that began before the node first said it had that epoch."""
+    from tests.chaos.rollback import RolledBack
+    ops = [w(b"a", 1, 2), d(3, 4), w(b"b", 5, 6, concern="majority"), d(7, 8)]
+    entry = RolledBack("n1", "n1/rollback/2-x.jsonl", 1, K, None, 9, True, epoch=2)
+    assert check_final_state(ops, {K: b"b"}, [entry]) == []  # d(7, 8) may be it
+    samples = [sample("n1", 0, 0.1, epoch=1), sample("n1", 6.4, 6.5, role="slave", epoch=2)]
+    [violation] = check_final_state(ops, {K: b"b"}, [entry], samples)  # it cannot: only d(3, 4)
+    assert "came back" in violation.what or "absent" in violation.what
+    assert check_final_state(ops, {}, [entry], samples) == []
+
+
+def test_with_many_deletes_to_choose_from_the_latest_and_the_earliest_are_tried():
+    ops = [w(b"s", 0, 1, concern="majority")]
+    ops += [d(10 + i, 10.5 + i) for i in range(60)]  # 60 x 60 pairs: past MAX_DELETE_CHOICES
+    ops += [w(b"c3", 100, 100.5, concern="majority"), d(101, 101.5), w(b"c1", 102, 102.5),
+            d(103, 103.5)]
+    two = [(K, None), (K, None)]  # two rolled-back deletes of the key (two failovers)
+    assert check_final_state(ops, {}, two) == []          # the earliest deletes rolled back
+    assert check_final_state(ops, {K: b"c3"}, two) == []  # the latest ones
+    [violation] = check_final_state(ops, {K: b"s"}, two)
+    assert "overwritten value came back" in violation.what
+
+
+def test_an_inexact_rolled_back_delete_may_be_no_delete_at_all(tmp_path):
+    write_rollback(tmp_path, "1-x.jsonl", [
+        {"key": K.hex(), "seq": None, "deleted": True, "exact": False},
+        {"key": L.hex(), "seq": None, "deleted": False, "content_type": "t", "encoding": "e",
+         "value": "l1", "value_encoding": "utf-8", "exact": False}])
+    entries = read_rollbacks({"n1": tmp_path})
+    ops = [w(b"a", 1, 2), w(b"l1", 1, 2, key=L), w(b"l2", 3, 4, key=L)]
+    assert check(ops, {"m": {K: b"a", L: b"l2"}}, [("m", [])], rolled_back=entries) == []
+    exact = [{"key": K.hex(), "seq": 3, "deleted": True, "exact": True}]
+    write_rollback(tmp_path / "other", "2-x.jsonl", exact)
+    entries = read_rollbacks({"n2": tmp_path / "other"})
+    [violation] = check(ops, {"m": {K: b"a", L: b"l2"}}, [("m", [])], rolled_back=entries)
+    assert violation.rule == "rollback files" and "2-x.jsonl line 1" in violation.what
+
+
+def write_rollback(data_dir, name: str, lines) -> None:
+    import json
+    directory = data_dir / "rollback"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / name, "w") as file:
+        for line in lines:
+            file.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+
+
+def test_a_binary_value_comes_back_from_its_base64():
+    from tests.chaos.rollback import parse_line
+    raw = b'{"key": "00ff", "seq": 1, "deleted": false, "content_type": "a", "encoding": "b", ' \
+          b'"value": "/wA=", "value_encoding": "base64", "exact": true, "time": 12.5}'
+    entry = parse_line("n1", "f", 1, raw)
+    assert (entry.key, entry.value) == (b"\x00\xff", b"\xff\x00")
+
+
+@pytest.mark.parametrize("line, what", [
+    ("not json", "not JSON"), ("[1]", "not a JSON object"),
+    ('{"key": "6b", "seq": 1, "deleted": false}', "no exact"),
+    ('{"key": "zz", "seq": 1, "deleted": true, "exact": true}', "hex"),
+    ('{"key": "6b", "seq": -1, "deleted": true, "exact": true}', "seq"),
+    ('{"key": "6b", "seq": 1, "deleted": "no", "exact": true}', "true or false"),
+    ('{"key": "6b", "seq": 1, "deleted": false, "exact": true, "content_type": "", '
+     '"encoding": ""}', '"value"'),
+    ('{"key": "6b", "seq": 1, "deleted": false, "exact": true, "content_type": "", '
+     '"encoding": "", "value": "%%", "value_encoding": "base64"}', "not base64")])
+def test_a_rollback_line_that_says_too_little_is_an_error_naming_file_and_line(tmp_path, line,
+                                                                             what):
+    write_rollback(tmp_path / "n1", "1-1.jsonl", [
+        {"key": "6b", "seq": 1, "deleted": True, "exact": True}, line])
+    with pytest.raises(RollbackFileError) as raised:
+        read_rollbacks({"n1": tmp_path / "n1"})
+    assert "1-1.jsonl line 2" in str(raised.value) and what in str(raised.value)
+
+
+def test_a_rollback_file_cut_short_is_an_error(tmp_path):
+    (tmp_path / "rollback").mkdir()
+    (tmp_path / "rollback" / "1-1.jsonl").write_text('{"key": "6b", "seq": 1, "del')
+    with pytest.raises(RollbackFileError, match="cut short"):
+        read_rollbacks({"n1": tmp_path})
+    assert read_rollbacks({"n2": tmp_path / "nothing here"}) == []
+
+
+def test_a_rollback_file_holds_only_what_was_written_to_its_key():
+    ops = [w(b"a", 1, 2), w(b"x", 1, 2, result=FAIL), w(b"i", 1, 2, result=INFO), d(3, 4),
+           w(b"l", 1, 2, key=L)]
+    assert check_rollbacks(ops, frozenset({(K, b"a"), (K, b"i"), (K, None)})) == []
+    wrong = check_rollbacks(ops, frozenset({(K, b"x"), (K, b"never"), (K, b"l"), (L, None)}))
+    assert sorted((v.key, v.what.split(",")[0]) for v in wrong) == [
+        (K, "a rollback file holds the value l"), (K, "a rollback file holds the value never"),
+        (K, "a rollback file holds the value x"), (L, "a rollback file holds a delete of it")]
+
+
+# -- one master per partition -----------------------------------------------------------------
+
+def test_a_master_replaced_after_its_lease_ran_out_is_one_master_at_a_time():
+    samples = (every("n1", 0, 2, lease_s=1.5)            # leased master until 2.01 + 1.5
+               + every("n1", 2.1, 6, lease_s=0.0)        # cut off: no lease left
+               + every("n2", 0, 3.5, role="slave", leased=False, lease_s=0)
+               + every("n2", 3.6, 6, epoch=2, lease_s=2.0)  # promoted at 3.6 > 3.51
+               + every("n1", 6.1, 8, role="slave", epoch=2, lease_s=0)
+               + every("n2", 6.1, 8, epoch=2, lease_s=2.0))
+    assert check_one_master(samples) == []
+
+
+def test_two_masters_at_once_fail_and_the_report_shows_their_samples():
+    samples = (every("n1", 0, 2, lease_s=1.5)
+               + every("n2", 3.0, 4, epoch=2, lease_s=2.0))  # asked at 3.0 < 2.01 + 1.5
+    [violation] = check_one_master(samples)
+    assert violation.rule == "one master" and violation.key is None
+    assert "n1 (epoch 1) and n2 (epoch 2)" in violation.what and "0.510 s" in violation.what
+    text = report([violation], t0=0, events=[Event(2.5, "SIGSTOP n1"), Event(9, "far away")])
+    assert "[   2.000 ..    2.010] n1 said master, epoch 1, lease 1.500 s left" in text
+    assert "[   3.000 ..    3.010] n2 said master, epoch 2, lease 2.000 s left" in text
+    assert "SIGSTOP n1" in text and "far away" not in text
+
+
+def test_a_lease_is_counted_from_the_answer_and_a_sample_from_the_question():
+    """n1's span ends at answer + lease (3.5 + 1 = 4.5); n2's begins when it was asked: a
+    question that left at 4.45 and came back as master at 4.6 overlaps."""
+    n1 = [sample("n1", 2.0, 3.5, lease_s=1.0)]
+    assert check_one_master(n1 + [sample("n2", 4.5, 4.6)]) == []
+    [violation] = check_one_master(n1 + [sample("n2", 4.45, 4.6)])
+    assert "0.050 s" in violation.what
+
+
+def test_a_master_without_lease_left_or_a_slave_takes_no_writes():
+    samples = (every("n1", 0, 5, lease_s=0.0) + every("n2", 0, 5, epoch=2)
+               + every("n3", 0, 5, role="slave", leased=False, lease_s=0))
+    assert check_one_master(samples) == []
+
+
+def test_a_master_never_leased_may_take_writes_until_its_next_answer():
+    first = [sample("n1", 0, 0.1, leased=False, lease_s=0)]
+    promoted = every("n2", 4, 6, epoch=2)
+    [violation] = check_one_master(first + [sample("n1", 5, 5.2, role="slave")] + promoted)
+    assert "n1 (epoch 1) and n2 (epoch 2)" in violation.what and "1.200 s" in violation.what
+    assert check_one_master(first + [sample("n1", 3, 3.2, role="slave")] + promoted) == []
+    # With no later answer its span runs to the run's last answer.
+    assert len(check_one_master(first + promoted)) == 1
+
+
+def test_masters_of_different_partitions_do_not_conflict():
+    samples = every("a1", 0, 3) + every("b1", 0, 3, partition=1)
+    assert check_one_master(samples) == []
+    assert len(check_one_master(samples + every("a2", 1, 2, partition=0))) == 1
+
+
 # -- reads --------------------------------------------------------------------------------------
 
 def test_reads_may_be_stale_or_see_a_write_in_progress():
@@ -170,8 +386,12 @@ def test_check_runs_every_rule_on_the_masters_content():
     assert rules == ["reads", "replicas"]
     assert [v.rule for v in check(ops, {"m": {}, "s": {}}, [("m", ["s"])])] == \
         ["final state", "reads"]
-    with pytest.raises(NotImplementedError):
-        check(ops, finals, [("m", ["s"])], role_samples=[])
+    assert sorted(v.rule for v in check(ops, finals, [("m", ["s"])], role_samples=[])) == \
+        ["reads", "replicas"]
+    two_masters = [sample("m", 1, 1.1, lease_s=2), sample("s", 1.5, 1.6, lease_s=2)]
+    assert "one master" in {v.rule for v in check(ops, finals, [("m", ["s"])],
+                                                  role_samples=two_masters)}
+    assert "one master" not in {v.rule for v in check(ops, finals, [("m", ["s"])])}
 
 
 def test_the_report_names_the_key_the_operations_their_times_and_the_nemesis():

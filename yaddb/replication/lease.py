@@ -88,8 +88,11 @@ class Lease:
                               f"have been made master; nothing was applied")
 
     def status(self) -> dict:
+        now = time.monotonic()
+        # `clock`: this node's monotonic time of the answer, so a test on one machine can
+        # place `lease_s` exactly (processes of one kernel share that clock).
         return {"epoch": self.epoch, "leased": self.managed,
-                "lease_s": round(max(0.0, self.ends - time.monotonic()), 3)}
+                "lease_s": round(max(0.0, self.ends - now), 3), "clock": now}
 
     def _save(self) -> None:
         write_atomically(self.path, json.dumps({"epoch": self.epoch, "leased": self.managed}).encode())

@@ -29,6 +29,7 @@ import time
 from typing import Iterator, Optional
 
 from yaddb.errors import BadRequest
+from yaddb.limits import SLAVE_FORGET_S
 from yaddb.lsm import Engine
 from yaddb.replication.backlog import Backlog
 from yaddb.replication.messages import Entry, encode_heartbeat, encode_log
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 CURSOR_IDLE_S = 60.0      # a snapshot nobody asked on for this long is dropped
 SLAVE_ALIVE_S = 3.0       # a slave heard from within this is alive
-SLAVE_FORGET_S = 300.0    # and one silent this long is no longer listed
 
 
 class ReplicationSource:

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Optional
 
 from yaddb.errors import BadRequest
+from yaddb.limits import SLAVE_FORGET_S
 from yaddb.router.configuration import Configuration
 from yaddb.router.links import NodeLink, Partition
 from yaddb.transport.protocol import Reply
@@ -48,6 +49,12 @@ class _PartitionWatch:
         self.promoting = False
         self.next_try = 0.0
         self.waiting: Optional[str] = None       # why promotion waits, for /stats and the log
+        # The master's history and slaves as it last reported them as a master (or as its
+        # promotion set them): its stats from before a promotion describe a slave.
+        self.history: Optional[str] = None
+        self.members: set[str] = set()
+        self.expected: set[str] = set()  # the slaves a promoted master was told to count
+        self.expected_until = 0.0        # as the master counts them: until it forgets them
         self.commanded: dict[str, float] = {}    # address -> when it was last told its role
 
 
@@ -70,6 +77,7 @@ class Failover:
 
     def tick(self, now: float) -> None:
         for partition, watch in zip(self.partitions, self.watches):
+            _note_master(partition, watch)
             if now >= watch.next_lease and not watch.lease_in_flight:
                 self._renew(partition, watch, now)
             silent = now - watch.last_ok
@@ -149,15 +157,15 @@ class Failover:
         if time.monotonic() - watch.last_ok <= self.failover_after:
             log.info("partition %d: %s answered again; no failover", partition.index, master.name)
             return  # it took a lease meanwhile: promoting now could make two masters
-        last = master.stats or {}
-        listed = {s["address"] for s in last.get("slaves") or () if isinstance(s, dict)} \
-            or set(partition.slaves)
-        k = len(listed)
-        needed = k - (k + 1) // 2 + 1
+        # Members: every slave the master last listed, and any that answers on its history
+        # (one that joined after that report may have confirmed w=majority writes).
         ready = {address: answer["replication"] for address, answer in answers.items()
-                 if address in listed and _on_history(answer, last.get("history"))}
+                 if _on_history(answer, watch.history)}
+        members = watch.members | set(ready)
+        k = len(members)
+        needed = k - (k + 1) // 2 + 1
         if len(ready) < needed or not ready:
-            missing = ", ".join(sorted(listed - set(ready))) or "none known"
+            missing = ", ".join(sorted(members - set(ready))) or "none known"
             self._wait(partition, watch, f"master {master.address} is silent; {len(ready)} of "
                        f"its {k} slaves answered ready on its history, {needed} needed to be "
                        f"sure of every w=majority write (not: {missing}); the partition is "
@@ -170,6 +178,8 @@ class Failover:
         log.warning("partition %d: promoting %s (applied %d) at epoch %d: %s", partition.index,
                     chosen, ready[chosen]["applied"], config.epoch, why)
         partition.replace_master(chosen)
+        watch.history, watch.members = None, set(partition.slaves)
+        watch.expected, watch.expected_until = set(partition.slaves), time.monotonic() + SLAVE_FORGET_S
         watch.waiting = None
         watch.granted_at = None
         watch.last_ok = time.monotonic()  # the new master gets its own failover_after
@@ -183,6 +193,7 @@ class Failover:
         def answered(reply: Optional[Reply]) -> None:
             if reply is not None and reply.status == 0 and partition.master is link:
                 watch.next_lease = 0.0  # its writes wait on the first lease: send it now
+                watch.history = reply.payload.get("history")
             elif reply is not None and reply.status != 0:
                 log.error("%s refused promotion: %s", link.name, reply.payload)
 
@@ -215,6 +226,16 @@ class Failover:
                 link.stats = None  # its next stats say whether the command took
                 self.control(link, "replicaof", [config.epoch, config.master],
                              lambda reply, link=link: _log_refusal(link, reply))
+
+
+def _note_master(partition: Partition, watch: _PartitionWatch) -> None:
+    """Keep what the master's latest stats say, once they come from it as a master."""
+    stats = partition.master.stats
+    if stats and stats.get("role") == "master" and stats.get("history"):
+        watch.history = stats["history"]
+        listed = {s["address"] for s in stats.get("slaves") or () if isinstance(s, dict)}
+        expected = watch.expected if time.monotonic() < watch.expected_until else set()
+        watch.members = listed | expected
 
 
 def _on_history(answer: dict, history: Optional[str]) -> bool:
