@@ -10,6 +10,7 @@ import pytest
 from yaddb import Client
 from yaddb.errors import NotApplied, YaddbError
 from tests.helpers import wait_for
+from tests.router.test_run_router import http
 
 FAILOVER_AFTER = "2.5"
 KEYS = [b"key%03d" % i for i in range(100)]
@@ -64,6 +65,14 @@ def test_a_silent_master_is_replaced_and_comes_back_as_a_slave(tmp_path, process
         assert now["last_failover"]["to"] == slave.address
         assert "silent" in now["last_failover"]["why"]
         assert [client.get(key).value for key in KEYS] == [key + b"-value" for key in KEYS]
+        # The HTTP edge's workers follow too, and its /stats tells the failover.
+        body = json.dumps({"content_type": "text/plain", "encoding": "utf-8", "value": "web"})
+        status, stored = http(router, "PUT", "/set?w=1", body.encode(), "application/json")
+        assert status == 200, stored
+        (hex_key,) = stored
+        assert client.get(bytes.fromhex(hex_key)).value == b"web"
+        status, stats = http(router, "GET", "/stats")
+        assert stats["partitions"][0]["last_failover"]["to"] == slave.address
 
         # The old master returns (restarted on its data, or thawed): it becomes a slave of
         # the new master, fenced meanwhile, and then holds every write.
