@@ -13,6 +13,10 @@ ready slaves in turn; when the master is down, to its slaves. A read whose node 
 reached or does not answer in time is sent again to another member that serves reads, so a
 read fails only when no member of its partition answers. The router learns each master's
 slaves from the master's stats (polled every STATUS_EVERY_S) and then polls them too.
+
+With failover on, the loop also runs router/failover.py: it leases the masters, replaces a
+silent one, and keeps every member in the role the configuration gives it; its requests to
+nodes are the router's own commands, answered through callbacks.
 """
 from __future__ import annotations
 
@@ -99,7 +103,9 @@ class RouterServer:
     def partition_map(self) -> dict:
         """What a client needs to route by itself: the masters in partition order, and how
         long a master may take (past it, the router would answer 503)."""
-        return {"masters": list(self.masters), "node_timeout_s": self.node_timeout,
+        partitions = list(self._partitions)  # the masters now, once the loop has them
+        masters = [p.master.address for p in partitions] if partitions else list(self.masters)
+        return {"masters": masters, "node_timeout_s": self.node_timeout,
                 "replication_timeout_s": self.replication_timeout,
                 "epochs": [p.epoch for p in self.configuration.partitions]}
 
@@ -121,8 +127,8 @@ class RouterServer:
             front.bind(endpoint)
         poller = self._poller
         poller.register(front, zmq.POLLIN)
-        for index, address in enumerate(self.masters):
-            self._partitions.append(Partition(index, self._connect(index, address, "master")))
+        self._partitions = [Partition(index, self._connect(index, address, "master"))
+                            for index, address in enumerate(self.masters)]  # whole, at once
         next_status = 0.0
         if self.failover_after > 0:
             self._failover = Failover(self.configuration, self._partitions, self._command,
@@ -143,7 +149,6 @@ class RouterServer:
                 self._expire(front, now)
                 if self._failover is not None:
                     self._failover.tick(now)
-                    self.masters = [p.master.address for p in self._partitions]
                 if now >= next_status:
                     self._ask_status(now)
                     next_status = now + STATUS_EVERY_S
