@@ -92,10 +92,11 @@ class Node:
 
 
 class Cluster:
-    """A master and `slaves` slaves, each `run_node.py --fsync interval` in its own session,
-    data in `work`. `placement`: (master CPUs, slave CPUs, client CPUs), or None."""
+    """A master and `slaves` slaves, each `run_node.py --fsync FSYNC` (interval unless
+    given) in its own session, data in `work`. `placement`: (master CPUs, slave CPUs, client
+    CPUs), or None."""
 
-    def __init__(self, work: str, slaves: int, placement) -> None:
+    def __init__(self, work: str, slaves: int, placement, fsync: str = "interval") -> None:
         self.work = work
         self.master: Optional[Node] = None
         self.slaves: list[Node] = []
@@ -103,13 +104,13 @@ class Cluster:
         os.makedirs(work)
         try:
             with signals_held():
-                self.master = Node(*start_node(work, "master", ["--fsync", "interval", "master"],
+                self.master = Node(*start_node(work, "master", ["--fsync", fsync, "master"],
                                                master_cpus))
             for n in range(slaves):
                 with signals_held():
                     self.slaves.append(Node(*start_node(
                         work, f"slave-{n + 1}",
-                        ["--fsync", "interval", "slave", "--master-host", LOCALHOST,
+                        ["--fsync", fsync, "slave", "--master-host", LOCALHOST,
                          "--master-port", str(self.master.port)], slave_cpus)))
             for slave in self.slaves:
                 wait_ready(slave.child, functools.partial(replication_ready, slave),
