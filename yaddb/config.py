@@ -23,7 +23,9 @@ def add_flag(parser: argparse.ArgumentParser, *flags: str, **options: Any) -> No
     variable = env_name(long_flag)
     if variable in os.environ:
         raw = os.environ[variable]
-        if options.get("nargs") in ("+", "*"):
+        if options.get("action") == "store_true":  # YADDB_INSECURE=1, =true, =yes or =on
+            options["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif options.get("nargs") in ("+", "*"):
             options["default"] = [options.get("type", str)(part) for part in raw.split()]
         else:
             options["default"] = options.get("type", str)(raw)

@@ -18,6 +18,9 @@ Endpoints (CONTRACT section 4); every error is JSON `{"error": "<message for a p
     GET    /stats      200 JSON: the router's view (status_provider) plus "http_edge" counts
     GET    /metrics    200 Prometheus text format 0.0.4
 
+With a token (`--http-token`), every endpoint but /ping needs `Authorization: Bearer TOKEN`;
+anything else gets 401 before the request is looked at further (CONTRACT section 8).
+
 Layers: `EdgeApp` (here) is WSGI middleware around a plain Bottle app (routes.py). It refuses
 an oversized Content-Length before anything reads the body, counts every request by the status
 it sees passed to `start_response`, and turns anything that escapes Bottle into a JSON 500.
@@ -56,6 +59,7 @@ Threads: each server thread gets its own Client from `client_factory()` on first
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import sys
 import time
@@ -83,7 +87,9 @@ class EdgeApp:
 
     def __init__(self, client_factory: Callable[[], Client], status_provider: StatusProvider,
                  max_value_bytes: int, max_body_bytes: int,
-                 subscriber: Optional[Subscriber]) -> None:
+                 subscriber: Optional[Subscriber], http_token: Optional[str] = None) -> None:
+        self.token = None if http_token is None else f"Bearer {http_token}".encode()
+        self.refusals = RefusalLog()
         self.max_value_bytes = max_value_bytes
         self.max_body_bytes = max_body_bytes
         self.counts = Counts()
@@ -107,6 +113,12 @@ class EdgeApp:
 
         method = environ.get("REQUEST_METHOD", "GET")
         try:
+            if self.token is not None and not self._authorized(environ):
+                self.refusals.note(environ.get("REMOTE_ADDR"))
+                return _json_reply(recording_start_response, 401,
+                                   "this edge needs a token: send the header 'Authorization: "
+                                   "Bearer TOKEN' with the edge's --http-token",
+                                   headers=[("WWW-Authenticate", 'Bearer realm="yaddb"')])
             length = environ.get("CONTENT_LENGTH")
             if length and length.isdigit() and int(length) > self.max_body_bytes:
                 # Before the body is read, whatever the route: no endpoint takes this much.
@@ -124,18 +136,51 @@ class EdgeApp:
                                method_label(method), sent[0], time.perf_counter() - started)
 
 
+    def _authorized(self, environ: dict) -> bool:
+        """/ping is open; everything else needs the token, compared in constant time."""
+        if environ.get("PATH_INFO") == "/ping":
+            return True
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        scheme, _, token = given.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(
+            b"Bearer " + token.strip(), self.token)
+
+
+class RefusalLog:
+    """Counts refused requests and logs them at most once per LOG_EVERY_S, so a flood of bad
+    requests cannot flood the log."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._unlogged = 0
+        self._logged_at = float("-inf")
+
+    def note(self, peer: Optional[str]) -> None:
+        self.count += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.LOG_EVERY_S:
+            log.warning("HTTP edge: refused %d request(s) without the right token (the latest "
+                        "from %s); %d refused since the start", self._unlogged, peer, self.count)
+            self._unlogged = 0
+            self._logged_at = now
+
+
 def _json_reply(start_response: StartResponse, status: int, message: str,
-                exc_info=None) -> list[bytes]:
+                exc_info=None, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     body = json_bytes({"error": message})
     start_response(status_line(status), [("Content-Type", JSON_TYPE),
-                                         ("Content-Length", str(len(body)))], exc_info)
+                                         ("Content-Length", str(len(body))), *headers], exc_info)
     return [body]
 
 
 def make_app(client_factory: Callable[[], Client], status_provider: StatusProvider,
              max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, *,
              subscriber: Optional[Subscriber] = None,
-             max_body_bytes: Optional[int] = None) -> EdgeApp:
+             max_body_bytes: Optional[int] = None,
+             http_token: Optional[str] = None) -> EdgeApp:
     """The edge as a WSGI app.
 
     client_factory   returns a new Client; called once per server thread, on first use.
@@ -145,7 +190,9 @@ def make_app(client_factory: Callable[[], Client], status_provider: StatusProvid
     subscriber       subscriber(ip, port, master or None) makes the node a slave (raising
                      NotMaster, BadRequest or Unavailable); None: /subscribe answers 418.
     max_body_bytes   largest request body; default 3 x max_value_bytes + 64 KiB.
+    http_token       when given, every endpoint but /ping needs "Authorization: Bearer" it.
     """
     if max_body_bytes is None:
         max_body_bytes = default_max_body_bytes(max_value_bytes)
-    return EdgeApp(client_factory, status_provider, max_value_bytes, max_body_bytes, subscriber)
+    return EdgeApp(client_factory, status_provider, max_value_bytes, max_body_bytes, subscriber,
+                   http_token)

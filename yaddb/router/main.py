@@ -16,7 +16,7 @@ from yaddb.errors import YaddbError
 from yaddb.http_edge.app import make_app
 from yaddb.http_edge.server import EdgeServer
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, FSYNC_POLICIES
-from yaddb.placement import parse_address
+from yaddb.placement import is_loopback, parse_address
 from yaddb.router.cluster import EmbeddedCluster
 from yaddb.router.configuration import Configuration
 from yaddb.router.links import READ_PREFERENCES
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "slaves (0: never); with --nodes the router keeps the configuration (who is "
                   "master, at which epoch) in --data-dir. The embedded cluster restarts a "
                   "failed node itself, on this machine, and does not fail over")
+    add_flag(parser, "--http-token", help="every HTTP endpoint but /ping then needs the header "
+             "'Authorization: Bearer TOKEN'; required when -H is not loopback (protected mode)")
+    add_flag(parser, "--insecure", action="store_true",
+             help="serve beyond loopback without protection (no --http-token): anyone who "
+                  "reaches the port may read and change every key. Refused otherwise")
     add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -83,6 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     if args.parent_fd is not None:
         watch_parent(args.parent_fd, stop.set)
+    if not protected_mode_allows(args):
+        return 2
     try:
         masters = [f"{host}:{port}" for host, port in map(parse_address, args.nodes or [])]
     except YaddbError as exc:
@@ -107,6 +114,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cluster.stop()
 
 
+def protected_mode_allows(args: argparse.Namespace) -> bool:
+    """Redis's protected mode: an edge beyond loopback needs a token, or --insecure (which
+    is said loudly at every start)."""
+    if is_loopback(args.host) or args.http_token:
+        return True
+    if args.insecure:
+        log.warning("INSECURE: the HTTP edge on %s serves without a token (--insecure): anyone "
+                    "who reaches port %d can read and change every key", args.host, args.port)
+        return True
+    log.error("refusing to serve HTTP on %s without a token (protected mode): give "
+              "--http-token TOKEN (or YADDB_HTTP_TOKEN), listen on 127.0.0.1, or pass "
+              "--insecure to serve anyone who reaches the port", args.host)
+    return False
+
+
 def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
            stop_nodes: Callable[[], None]) -> int:
     """Serve until `stop` is set; `stop_nodes` then asks the nodes to stop while this
@@ -124,6 +146,9 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
         if not router.ready.wait(30):
             log.error("the router loop did not start")
             return 1
+        if router.start_error:
+            log.error("%s", router.start_error)
+            return 1
         # Each HTTP worker thread gets its own Client (ZeroMQ sockets are not thread-safe),
         # talking to the router loop over inproc: one routing core behind both fronts.
         # One-key calls go straight to the key's master (direct=True: /query 3,550/s instead
@@ -134,7 +159,7 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
         app = make_app(lambda: Client(INPROC_FRONT, timeout=client_timeout, context=context,
                                       max_value_bytes=args.max_value_bytes, read_retries=0,
                                       direct=True),
-                       router.status, args.max_value_bytes,
+                       router.status, args.max_value_bytes, http_token=args.http_token,
                        subscriber=lambda ip, port, master: subscribe(
                            router, context, ip, port, master, client_timeout))
         try:

@@ -81,6 +81,7 @@ class RouterServer:
         self.node_timeout = node_timeout
         self.max_value_bytes = max_value_bytes
         self.ready = threading.Event()
+        self.start_error: Optional[str] = None  # set, with `ready`, when serve() cannot start
         self._stopping = threading.Event()
         self._partitions: list[Partition] = []
         self._links: dict[zmq.Socket, NodeLink] = {}
@@ -122,9 +123,17 @@ class RouterServer:
     # ---- the loop ------------------------------------------------------------------------
 
     def serve(self) -> None:
-        front = server_socket(self.context, self.front_endpoints[0], self.max_value_bytes)
-        for endpoint in self.front_endpoints[1:]:
-            front.bind(endpoint)
+        front = None
+        try:
+            front = server_socket(self.context, self.front_endpoints[0], self.max_value_bytes)
+            for endpoint in self.front_endpoints[1:]:
+                front.bind(endpoint)
+        except zmq.ZMQError as exc:  # said by whoever waits on `ready`, at once
+            if front is not None:
+                front.close()
+            self.start_error = f"cannot serve on {', '.join(self.front_endpoints)}: {exc}"
+            self.ready.set()
+            return
         poller = self._poller
         poller.register(front, zmq.POLLIN)
         self._partitions = [Partition(index, self._connect(index, address, "master"))
