@@ -56,6 +56,10 @@ class StaleEpoch(YaddbError):
     http_status = 409
 
 
+class SecurityError(YaddbError):
+    """Keys missing, unreadable or open to others, or a libzmq without CURVE."""
+
+
 class BadMessage(YaddbError):
     """Frames that do not decode as a YADDB message."""
 
