@@ -3,6 +3,7 @@ with --failover-after promotes a slave when its master goes silent, fences the o
 its lease, brings the old master back as a slave, and keeps its configuration across a restart."""
 import json
 import signal
+import threading
 import time
 
 import pytest
@@ -255,3 +256,40 @@ def test_the_other_slaves_go_on_from_the_new_masters_log(tmp_path, processes):
             assert follower.get(b"majority").value == b"m"
             assert follower.stats()["replication"]["full_syncs"] == full_syncs
             assert [follower.get(key).value for key in KEYS] == [key + b"-value" for key in KEYS]
+
+
+def test_a_master_whose_lease_ran_out_never_acknowledges_a_held_write(tmp_path, processes):
+    """A w=majority write held for its slave when the master's lease runs out is not
+    acknowledged even if the slave confirms it later: the router may already have asked the
+    slaves where they are, and a failover would roll the write back."""
+    master = processes.node(tmp_path / "master", "--replication-timeout", "20").wait_ready()
+    slave = processes.node(tmp_path / "slave", role=(
+        "slave", "--master-host", "127.0.0.1", "--master-port", str(master.port))).wait_ready()
+    router = processes.router(tmp_path / "router", "--nodes", master.address,
+                              "--failover-after", FAILOVER_AFTER).wait_ready()
+    with Client(master.endpoint, timeout=5, direct=False) as direct:
+        wait_for(lambda: direct.stats()["slaves"] and direct.stats()["slaves"][0]["ready"],
+                 "the slave to be ready", 30)
+        direct.set(b"before", b"ok", w="majority")
+        slave.child.signal(signal.SIGSTOP)
+        router.child.signal(signal.SIGSTOP)  # no more leases
+        outcome = []
+
+        def write():
+            with Client(master.endpoint, timeout=30, direct=False) as writer:
+                writer.replication_timeout = 20.0
+                try:
+                    outcome.append(writer.set(b"held", b"v", w="majority"))
+                except YaddbError as exc:
+                    outcome.append(exc)
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            wait_for(lambda: direct.stats()["lease_s"] == 0, "the lease to run out", 10)
+            slave.child.signal(signal.SIGCONT)  # it applies and confirms the write now
+            thread.join(40)
+        finally:
+            slave.child.signal(signal.SIGCONT)
+            router.child.signal(signal.SIGCONT)
+        [answer] = outcome
+        assert isinstance(answer, YaddbError) and "stopped being master" in str(answer), answer

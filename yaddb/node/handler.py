@@ -150,12 +150,12 @@ class NodeHandler:
             for index, request_id, seq, w in pending.concerned:
                 held = Held(request_id, replies[index], seq, w, now + self.replication_timeout,
                             self.replication_timeout)
-                replies[index] = release(held, self.source, now) or held
+                replies[index] = self.release(held, now) or held
         return replies
 
     def release(self, held: Held, now: float) -> Optional[bytes]:
         """The frame to send for a held reply now, or None while it still waits."""
-        return release(held, self.source, now)
+        return release(held, self.source, now, self.lease is not None and not self.lease.writable(now))
 
     def _write(self, request: Request, index: int, pending: _Round, replies: list) -> None:
         if self.role != "master":

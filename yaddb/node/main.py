@@ -128,8 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s", role, args.host,
                  args.port, f" (write log on :{pub_port})" if source else "", data_dir, args.fsync)
         if replica is not None:
-            if master is not None:
-                replica.follow(master)
+            if master is not None:  # a router's choice may replace the data (docs/failover.md)
+                replica.follow(master, replace_data=managed is not None)
             elif replica.master is not None:
                 replica.follow(replica.master)  # a restart resumes where it was
             else:

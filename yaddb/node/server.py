@@ -85,8 +85,8 @@ class NodeServer:
         it still held (it will not hear their confirmations now) and closes the port."""
         if self._pub is not None:
             now = time.monotonic()
-            for route, held in self._held:
-                self._send(sock, route, release(held._replace(deadline=0.0), self._publishing, now))
+            for route, held in self._held:  # it stepped down: not acknowledged (concern.py)
+                self._send(sock, route, release(held, None, now))
             self._held = []
             self._pub.close()
             self._pub = self._publishing = None

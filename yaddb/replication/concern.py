@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional, Union
 
-from yaddb.errors import ReplicationTimeout
+from yaddb.errors import ReplicationTimeout, Unavailable
 from yaddb.replication.master import ReplicationSource
 from yaddb.transport.protocol import encode_error
 
@@ -38,9 +38,20 @@ class Held(NamedTuple):
     timeout: float
 
 
-def release(held: Held, source: ReplicationSource, now: float) -> Optional[bytes]:
+def release(held: Held, source: Optional[ReplicationSource], now: float,
+            fenced: bool = False) -> Optional[bytes]:
     """The frame to send for `held` now: its reply once enough members hold the write, a
-    ReplicationTimeout saying where the write is once the deadline passed, else None."""
+    ReplicationTimeout saying where the write is once the deadline passed, else None.
+
+    `fenced`: this master's lease ran out (or it stepped down, source None). Confirmations
+    that come now may come from slaves the router already asked for their positions, so the
+    write is never acknowledged then: a failover may roll it back."""
+    if fenced or source is None:
+        return encode_error(held.request_id, Unavailable(
+            f"the write is applied on this node (sequence {held.seq}), but it stopped being "
+            f"master (its lease ran out, or another was made master) before enough members "
+            f"confirmed it (w={held.w}): if another node took over, this write is rolled back "
+            f"and kept in this node's DATA_DIR/rollback. Read it back to know"))
     members = source.members()
     want = needed(held.w, members)
     confirmed = source.confirmed(held.seq)

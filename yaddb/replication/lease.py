@@ -80,9 +80,13 @@ class Lease:
         """End the lease now: a node changing roles starts its new one unleased."""
         self.ends = 0.0
 
+    def writable(self, now: float) -> bool:
+        """Whether this node may take (and acknowledge) writes at `now` (monotonic)."""
+        return not self.managed or now < self.ends
+
     def check_writable(self) -> None:
         """NotApplied once a managed lease has run out: the router may promote another."""
-        if self.managed and time.monotonic() >= self.ends:
+        if not self.writable(time.monotonic()):
             raise NotApplied(f"this master's lease ran out (epoch {self.epoch}): it takes no "
                               f"writes until its router renews it, since another node may "
                               f"have been made master; nothing was applied")

@@ -253,6 +253,10 @@ class Replica:
         """Tell the master at once what this slave applied, if that moved: a write waiting
         on its write concern is released by it (the 0.5 s report would be too slow)."""
         if self.state.applied != self._acked:
+            # "Applied" means what this node's --fsync promises: under "always" the write is
+            # on its disk before the master may count it (a power cut must not undo a
+            # w=majority write); the engine makes this a no-op under the other policies.
+            self.engine.sync()
             if conn.send_only("ack", [self.address, self.state.history, self.state.applied]):
                 self._acked = self.state.applied
 
@@ -341,13 +345,11 @@ class Replica:
             return None
         forked_from = answer.get("forked_from")
         forked_at = rollback.fork_point(forked_from, former)
-        if forked_at is None:
-            log.warning("the new master %s did not fork from this node's writes as a master "
-                        "(history %s; it says it forked from %r): writes this node took past "
-                        "the new master's data, if any, are unknown and not kept",
-                        self.state.master, former.history, forked_from)
-            self._forget_former()
-            return None
+        if forked_at is None:  # several failovers or restarts since: where it forked is lost
+            log.warning("the new master %s says it forked from %r, not from this node's writes "
+                        "as a master (history %s): keeping aside every key that differs from "
+                        "its snapshot (not exact)", self.state.master, forked_from, former.history)
+            return 0, former.history
         history = forked_from[0]
         writes = self.engine.writes_since(forked_at)
         if writes is None:

@@ -77,11 +77,12 @@ class Configuration:
         """Make `to` the master of partition `index` at the next epoch, stored before return."""
         partition = self.partitions[index]
         epoch = partition.epoch + 1
-        self.partitions[index] = PartitionConfig(epoch, to, {
+        changed = PartitionConfig(epoch, to, {
             "at": round(time.time(), 3), "epoch": epoch, "from": partition.master, "to": to,
             "why": why})
-        self._store()
-        return self.partitions[index]
+        self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
+        self.partitions[index] = changed  # only once stored: never act on an unstored epoch
+        return changed
 
     def adopt_epoch(self, index: int, epoch: int) -> None:
         """Catch up with an epoch a node holds (this router's file was lost or replaced):
@@ -90,10 +91,15 @@ class Configuration:
         if epoch > partition.epoch:
             log.warning("partition %d: node reports epoch %d, above this router's %d; "
                         "going on from it", index, epoch, partition.epoch)
-            partition.epoch = epoch
-            self._store()
+            changed = PartitionConfig(epoch, partition.master, partition.last_failover)
+            try:
+                self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
+            except OSError as exc:
+                log.error("cannot store the router's configuration: %s", exc)
+                return
+            self.partitions[index] = changed
 
-    def _store(self) -> None:
+    def _store(self, partitions: list[PartitionConfig]) -> None:
         if self.path is not None:
             write_atomically(self.path, json.dumps(
-                {"partitions": [asdict(p) for p in self.partitions]}, indent=1).encode())
+                {"partitions": [asdict(p) for p in partitions]}, indent=1).encode())

@@ -43,6 +43,7 @@ class _PartitionWatch:
 
     def __init__(self, now: float) -> None:
         self.granted_at: Optional[float] = None  # the master's time at its last lease answer
+        self.writable = False                    # a lease with a real end was granted
         self.last_ok = now                       # router time of that answer
         self.lease_in_flight = False
         self.next_lease = 0.0
@@ -72,7 +73,7 @@ class Failover:
 
     def leased(self) -> bool:
         """Whether every master that answers holds a lease (the router's start waits on it)."""
-        return all(watch.granted_at is not None or not partition.master.alive
+        return all(watch.writable or not partition.master.alive
                    for watch, partition in zip(self.watches, self.partitions))
 
     def tick(self, now: float) -> None:
@@ -97,6 +98,7 @@ class Failover:
     def _renew(self, partition: Partition, watch: _PartitionWatch, now: float) -> None:
         index = partition.index
         master = partition.master
+        real = watch.granted_at is not None  # the first only starts the clock
         watch.lease_in_flight = True
         watch.next_lease = now + RENEW_EVERY_S
 
@@ -107,10 +109,10 @@ class Failover:
             if reply is None:
                 return
             if reply.status == 0:
-                first = watch.granted_at is None
                 watch.granted_at = reply.payload["now"]
                 watch.last_ok = time.monotonic()
-                if first:  # a first lease only starts the clock: grant the real one now
+                watch.writable |= real
+                if not real:  # a first lease only starts the clock: grant the real one now
                     watch.next_lease = 0.0
             elif reply.status == STALE_EPOCH:
                 self.configuration.adopt_epoch(index, (master.stats or {}).get("epoch", 0))
@@ -174,10 +176,15 @@ class Failover:
         chosen = max(ready, key=lambda address: ready[address]["applied"])
         why = f"master {master.address} silent for {silent:.1f} s (--failover-after " \
               f"{self.failover_after:g})"
-        config = self.configuration.fail_over(partition.index, chosen, why)
+        try:
+            config = self.configuration.fail_over(partition.index, chosen, why)
+        except OSError as exc:  # nothing changed: try again later
+            self._wait(partition, watch, f"cannot store the new configuration: {exc}")
+            return
         log.warning("partition %d: promoting %s (applied %d) at epoch %d: %s", partition.index,
                     chosen, ready[chosen]["applied"], config.epoch, why)
         partition.replace_master(chosen)
+        watch.lease_in_flight = watch.writable = False  # the old master's answer is ignored
         watch.history, watch.members = None, set(partition.slaves)
         watch.expected, watch.expected_until = set(partition.slaves), time.monotonic() + SLAVE_FORGET_S
         watch.waiting = None

@@ -326,7 +326,8 @@ class RouterServer:
             key = (route[0], reply.request_id)
             entry = self._pending.pop(key, None) or self._pending_held.pop(key, None)
         if entry is None:
-            if route == INTERNAL and reply.status == 0 and isinstance(reply.payload, dict):
+            if route == INTERNAL and reply.status == 0 and isinstance(reply.payload, dict) \
+                    and "role" in reply.payload:  # stats, not a late answer to a command
                 self._status_from(link, reply.payload)
             return  # else a reply that came after its request was answered as timed out
         part = entry[2]
