@@ -175,12 +175,20 @@ def test_the_configuration_outlives_the_router(tmp_path, processes):
     stored = json.loads((tmp_path / "router" / "configuration.json").read_text())
     assert stored["partitions"][0]["master"] == slave.address
     assert stored["partitions"][0]["epoch"] == 1
+    assert stored["partitions"][0]["members"] == [master.address]  # the replaced master
     again = processes.router(tmp_path / "router", "--nodes", master.address,  # stale on purpose
                              "--failover-after", FAILOVER_AFTER).wait_ready()
     with Client(again.endpoint, timeout=5) as client:
         assert partition(client)["master"] == slave.address
         write_until_it_works(client, b"with-the-new-router", timeout=10)
         assert client.get(b"after").value == b"after"
+        # The old master returns after the router's restart: the router still knows it.
+        master.child.wait(10)
+        master = processes.node(master.data_dir, port=master.port).wait_ready()
+        wait_for(lambda: any(s["address"] == master.address and s["ready"]
+                             and s["master"] == slave.address
+                             for s in partition(client)["slaves"]),
+                 "the old master to rejoin under the restarted router", 30)
     assert "wins over --nodes" in again.log()
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from yaddb.durable import write_atomically
@@ -28,6 +28,9 @@ class PartitionConfig:
     epoch: int
     master: str
     last_failover: Optional[dict] = None  # {"at", "epoch", "from", "to", "why"}
+    # Every other member the router learned of (slaves, a replaced master), so a restarted
+    # router still tells each its role: --nodes names masters only.
+    members: list[str] = field(default_factory=list)
 
 
 class Configuration:
@@ -48,13 +51,15 @@ class Configuration:
         try:
             with open(self.path, "rb") as file:
                 doc = json.loads(file.read())
-            partitions = [PartitionConfig(p["epoch"], p["master"], p.get("last_failover"))
+            partitions = [PartitionConfig(p["epoch"], p["master"], p.get("last_failover"),
+                                          list(p.get("members", [])))
                           for p in doc["partitions"]]
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
             raise CorruptionError(self.path, None, "not a router configuration file") from None
-        if not all(type(p.epoch) is int and isinstance(p.master, str) for p in partitions):
+        if not all(type(p.epoch) is int and isinstance(p.master, str)
+                   and all(isinstance(m, str) for m in p.members) for p in partitions):
             raise CorruptionError(self.path, None, "wrong types in the router configuration")
         return partitions
 
@@ -79,7 +84,7 @@ class Configuration:
         epoch = partition.epoch + 1
         changed = PartitionConfig(epoch, to, {
             "at": round(time.time(), 3), "epoch": epoch, "from": partition.master, "to": to,
-            "why": why})
+            "why": why}, sorted(set(partition.members) - {to} | {partition.master}))
         self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
         self.partitions[index] = changed  # only once stored: never act on an unstored epoch
         return changed
@@ -91,13 +96,29 @@ class Configuration:
         if epoch > partition.epoch:
             log.warning("partition %d: node reports epoch %d, above this router's %d; "
                         "going on from it", index, epoch, partition.epoch)
-            changed = PartitionConfig(epoch, partition.master, partition.last_failover)
+            changed = PartitionConfig(epoch, partition.master, partition.last_failover,
+                                      partition.members)
             try:
                 self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
             except OSError as exc:
                 log.error("cannot store the router's configuration: %s", exc)
                 return
             self.partitions[index] = changed
+
+    def note_members(self, index: int, addresses: list[str]) -> None:
+        """Remember members learned of (a master's slaves), stored when the list grows."""
+        partition = self.partitions[index]
+        added = set(addresses) - set(partition.members) - {partition.master}
+        if not added or self.path is None:
+            return
+        changed = PartitionConfig(partition.epoch, partition.master, partition.last_failover,
+                                  sorted(added | set(partition.members)))
+        try:
+            self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
+        except OSError as exc:
+            log.error("cannot store the router's configuration: %s", exc)
+            return
+        self.partitions[index] = changed
 
     def _store(self, partitions: list[PartitionConfig]) -> None:
         if self.path is not None:

@@ -138,6 +138,9 @@ class RouterServer:
         poller.register(front, zmq.POLLIN)
         self._partitions = [Partition(index, self._connect(index, address, "master"))
                             for index, address in enumerate(self.masters)]  # whole, at once
+        for partition, config in zip(self._partitions, self.configuration.partitions):
+            partition.learn_slaves([{"address": a} for a in config.members],  # stored ones
+                                   lambda address, i=partition.index: self._connect(i, address, "slave"))
         next_status = 0.0
         if self.failover_after > 0:
             self._failover = Failover(self.configuration, self._partitions, self._command,
@@ -380,9 +383,12 @@ class RouterServer:
         link.stats = stats
         if link.role == "master" and isinstance(stats.get("slaves"), list):
             partition = self._partitions[link.partition]
-            for slave in partition.learn_slaves(stats["slaves"],
-                                                lambda address: self._connect(link.partition, address, "slave")):
+            added = partition.learn_slaves(stats["slaves"],
+                                           lambda address: self._connect(link.partition, address, "slave"))
+            for slave in added:
                 log.info("%s learned from its master", slave.name)
+            if added:
+                self.configuration.note_members(link.partition, list(partition.slaves))
 
     def _ask_status(self, now: float) -> None:
         for link in list(self._links.values()):
