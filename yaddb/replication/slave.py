@@ -337,9 +337,9 @@ class Replica:
                  "from it)", self.state.master, forked_at, history, len(keys))
 
     def _roll_back(self, answer: dict) -> Optional[tuple[int, str]]:
-        """Keep aside the writes a former master took past the new master's fork, before its
-        snapshot replaces them. Returns (fork, history) when only comparing each chunk
-        against ours can find them (our logs no longer reach back to the fork)."""
+        """For a former master whose writes past the new master's fork _rejoin could not find
+        exactly: (fork, history) to compare each snapshot chunk against ours from. None for
+        any other slave."""
         former = self.state.former
         if former is None:
             return None
@@ -350,18 +350,10 @@ class Replica:
                         "as a master (history %s): keeping aside every key that differs from "
                         "its snapshot (not exact)", self.state.master, forked_from, former.history)
             return 0, former.history
-        history = forked_from[0]
-        writes = self.engine.writes_since(forked_at)
-        if writes is None:
-            log.warning("this node's logs no longer reach back to write %d of history %s: "
-                        "keeping aside every key that differs from %s's snapshot (not exact)",
-                        forked_at + 1, history, self.state.master)
-            return forked_at, history
-        if not self._keep_aside(rollback.last_writes(writes), True, forked_at, history):
-            log.info("this node took no write after write %d of history %s: nothing to roll "
-                     "back", forked_at, history)
-        self._forget_former()
-        return None
+        log.warning("this node's logs no longer reach back to write %d of history %s: "
+                    "keeping aside every key that differs from %s's snapshot (not exact)",
+                    forked_at + 1, forked_from[0], self.state.master)
+        return forked_at, forked_from[0]
 
     def _keep_aside(self, writes: list[rollback.Write], exact: bool, forked_at: int,
                     history: str) -> int:
@@ -376,10 +368,6 @@ class Replica:
                     len(writes), history, forked_at, self.state.master,
                     "" if exact else " (or that it changed since: not exact)", path)
         return len(writes)
-
-    def _forget_former(self) -> None:
-        self.state.former = None
-        save_state(self.data_dir, self.state)
 
     def _save_position(self) -> None:
         self.engine.sync(force=True)  # the file must never claim more than the disk holds

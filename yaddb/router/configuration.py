@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 from yaddb.durable import write_atomically
@@ -82,12 +82,9 @@ class Configuration:
         """Make `to` the master of partition `index` at the next epoch, stored before return."""
         partition = self.partitions[index]
         epoch = partition.epoch + 1
-        changed = PartitionConfig(epoch, to, {
+        return self._replace(index, PartitionConfig(epoch, to, {
             "at": round(time.time(), 3), "epoch": epoch, "from": partition.master, "to": to,
-            "why": why}, sorted(set(partition.members) - {to} | {partition.master}))
-        self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
-        self.partitions[index] = changed  # only once stored: never act on an unstored epoch
-        return changed
+            "why": why}, sorted(set(partition.members) - {to} | {partition.master})))
 
     def adopt_epoch(self, index: int, epoch: int) -> None:
         """Catch up with an epoch a node holds (this router's file was lost or replaced):
@@ -96,29 +93,28 @@ class Configuration:
         if epoch > partition.epoch:
             log.warning("partition %d: node reports epoch %d, above this router's %d; "
                         "going on from it", index, epoch, partition.epoch)
-            changed = PartitionConfig(epoch, partition.master, partition.last_failover,
-                                      partition.members)
-            try:
-                self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
-            except OSError as exc:
-                log.error("cannot store the router's configuration: %s", exc)
-                return
-            self.partitions[index] = changed
+            self._replace_or_say(index, replace(partition, epoch=epoch))
 
     def note_members(self, index: int, addresses: list[str]) -> None:
         """Remember members learned of (a master's slaves), stored when the list grows."""
         partition = self.partitions[index]
         added = set(addresses) - set(partition.members) - {partition.master}
-        if not added or self.path is None:
-            return
-        changed = PartitionConfig(partition.epoch, partition.master, partition.last_failover,
-                                  sorted(added | set(partition.members)))
+        if added and self.path is not None:
+            self._replace_or_say(index, replace(partition, members=sorted(
+                added | set(partition.members))))
+
+    def _replace(self, index: int, changed: PartitionConfig) -> PartitionConfig:
+        """Store the configuration with partition `index` changed, then use it: the router
+        never acts on a change it has not stored. OSError (nothing changed) when it cannot."""
+        self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
+        self.partitions[index] = changed
+        return changed
+
+    def _replace_or_say(self, index: int, changed: PartitionConfig) -> None:
         try:
-            self._store([*self.partitions[:index], changed, *self.partitions[index + 1:]])
+            self._replace(index, changed)
         except OSError as exc:
             log.error("cannot store the router's configuration: %s", exc)
-            return
-        self.partitions[index] = changed
 
     def _store(self, partitions: list[PartitionConfig]) -> None:
         if self.path is not None:

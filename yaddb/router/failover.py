@@ -218,7 +218,7 @@ class Failover:
         """After a failover, tell each member its role again until its stats show it: the
         configured master "promote", every other member "replicaof" the master."""
         config = self.configuration.partitions[partition.index]
-        if config.epoch == 0 or self.failover_after <= 0:
+        if config.epoch == 0:
             return  # the operator's own wiring stands until the router first changes it
         for link in partition.links():
             stats = link.stats

@@ -141,7 +141,7 @@ class RouterServer:
         for partition, config in zip(self._partitions, self.configuration.partitions):
             partition.learn_slaves([{"address": a} for a in config.members],  # stored ones
                                    lambda address, i=partition.index: self._connect(i, address, "slave"))
-        next_status = 0.0
+        next_status = next_tick = 0.0
         if self.failover_after > 0:
             self._failover = Failover(self.configuration, self._partitions, self._command,
                                       self.failover_after, self.node_timeout)
@@ -159,8 +159,9 @@ class RouterServer:
                         self._drain(sock, lambda message: self._from_node(front, link, message))
                 now = time.monotonic()
                 self._expire(front, now)
-                if self._failover is not None:
-                    self._failover.tick(now)
+                if self._failover is not None and now >= next_tick:  # not on every turn:
+                    self._failover.tick(now)           # leases run in half-seconds
+                    next_tick = now + TICK_S
                 if now >= next_status:
                     self._ask_status(now)
                     next_status = now + STATUS_EVERY_S
