@@ -13,6 +13,7 @@ from yaddb.limits import (DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S
                           check_write_concern, max_message_bytes)
 from yaddb.placement import host_of, is_loopback, partition_for
 from yaddb.transport.client_conn import Connection, NotSent
+from yaddb.transport.curve import CurvePair, speaks_curve
 
 Value = Union[bytes, bytearray, memoryview, str]
 READ_RETRIES = 2
@@ -57,6 +58,10 @@ class Client:
     router, bench/bench_router.py), falling back to the router when that fails; batches go
     through the router. It stays with the router when the map names loopback masters and the
     router is not on loopback (nodes this machine cannot reach), or with direct=False.
+    With `keys` (a folder holding a client key and the cluster's member.key, or a
+    CurvePair) the client speaks CURVE to a router that needs it and to the masters; a
+    client without keys goes through the router when the masters need keys (the map says
+    so), as against the one-command cluster (CONTRACT.md section 8).
     A Client may be shared by threads (calls take turns under a lock); for parallel requests
     give each thread its own Client.
     """
@@ -64,7 +69,8 @@ class Client:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.0,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  context: Optional[zmq.Context] = None, read_retries: int = READ_RETRIES,
-                 direct: bool = True, w: Union[int, str] = 1) -> None:
+                 direct: bool = True, w: Union[int, str] = 1,
+                 keys: Union[str, CurvePair, None] = None) -> None:
         """w: the write concern of every write that does not give its own: 1 (the master
         alone), a number of members, "majority" or "all" (CONTRACT.md section 7)."""
         self.endpoint = endpoint
@@ -76,7 +82,12 @@ class Client:
         self.timeout = timeout
         self.direct = direct
         self._context = context
-        self._conn = Connection(endpoint, timeout, context)
+        self._keys = CurvePair.from_directory(keys) if isinstance(keys, str) else keys
+        secure = None
+        if self._keys is not None and speaks_curve(context or zmq.Context.instance(), endpoint,
+                                                   self._keys, timeout):
+            secure = self._keys.secure_client
+        self._conn = Connection(endpoint, timeout, context, secure=secure)
         self._nodes: Optional[list[Connection]] = None  # per partition, when routing directly
         self._direct_after = 0.0  # monotonic time before which calls go through the endpoint
         self._lock = threading.Lock()
@@ -137,12 +148,15 @@ class Client:
             self.replication_timeout = answer.get("replication_timeout_s", self.replication_timeout)
             if not _reachable(self.endpoint, masters):
                 raise BadRequest("the masters listen on loopback, the router does not")
+            if answer.get("keys_required") and self._keys is None:
+                raise BadRequest("the masters take CURVE clients only, and this client has no keys")
             # A master gets as long as the router would give it (then the router answers:
             # 503, or a reply if the master is back), at most half the timeout; one that
             # takes connections no more is left for the router at once.
             wait = min(self.timeout / 2, answer["node_timeout_s"])
+            secure = self._keys.secure_client if answer.get("keys_required") else None
             self._nodes = [Connection(f"tcp://{master}", wait, self._context,
-                                      connect_timeout=min(wait, DIRECT_CONNECT_S))
+                                      connect_timeout=min(wait, DIRECT_CONNECT_S), secure=secure)
                            for master in masters]
         return self._nodes
 

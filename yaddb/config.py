@@ -11,6 +11,10 @@ from typing import Any, Optional, Sequence
 
 from dotenv import load_dotenv
 
+from yaddb.placement import is_loopback
+
+log = logging.getLogger(__name__)
+
 
 def env_name(flag: str) -> str:
     """--data-dir -> YADDB_DATA_DIR"""
@@ -49,3 +53,19 @@ def load_environment(dotenv_path: Optional[str] = None) -> None:
     """Read .env (from the working directory, or the given file) without overriding the
     environment that is already set."""
     load_dotenv(dotenv_path or os.path.join(os.getcwd(), ".env"), override=False)
+
+
+def protected_mode_allows(host: str, protected: bool, insecure: bool, what: str,
+                          fix: str) -> bool:
+    """Redis's protected mode: `what` may listen beyond loopback only when `protected`
+    (keys, a token), or with --insecure, which is said loudly at every start. The refusal
+    names `fix`, the flag that protects it."""
+    if is_loopback(host) or protected:
+        return True
+    if insecure:
+        log.warning("INSECURE: %s on %s serves without protection (--insecure): anyone who "
+                    "reaches it can read and change every key", what, host)
+        return True
+    log.error("refusing to serve %s on %s unprotected (protected mode): give %s, listen on "
+              "127.0.0.1, or pass --insecure to serve anyone who reaches it", what, host, fix)
+    return False

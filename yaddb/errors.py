@@ -60,6 +60,12 @@ class SecurityError(YaddbError):
     """Keys missing, unreadable or open to others, or a libzmq without CURVE."""
 
 
+class NotPermitted(SecurityError):
+    """An authenticated peer asked for an operation its key's role may not use."""
+
+    http_status = 403
+
+
 class BadMessage(YaddbError):
     """Frames that do not decode as a YADDB message."""
 

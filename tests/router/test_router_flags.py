@@ -98,7 +98,7 @@ def test_partitions_places_keys_on_n_masters_and_another_count_is_refused(tmp_pa
         masters = [p["master"] for p in client.stats()["partitions"]]
     assert len(masters) == 3
     for index, master in enumerate(masters):  # each master holds exactly its partition's keys
-        with Client(f"tcp://{master}", timeout=10, direct=False) as direct:
+        with Client(f"tcp://{master}", timeout=10, direct=False, keys=str(data / "keys")) as direct:
             held = [key for key in keys if direct.get(key) is not None]
         assert held == [key for key in keys if partition_for(key, 3) == index]
     assert router.stop() == 0, router.log()[-3000:]
@@ -116,7 +116,8 @@ def test_partitions_places_keys_on_n_masters_and_another_count_is_refused(tmp_pa
 
 
 def test_fsync_reaches_every_node_of_the_embedded_cluster(tmp_path, processes):
-    router = processes.router(tmp_path / "data", "--fsync", "never").wait_ready()
+    data = tmp_path / "data"
+    router = processes.router(data, "--fsync", "never").wait_ready()
     with Client(router.endpoint, timeout=10) as client:
         def every_node():  # the router learns the slaves from their masters
             partitions = client.stats()["partitions"]
@@ -124,7 +125,7 @@ def test_fsync_reaches_every_node_of_the_embedded_cluster(tmp_path, processes):
             return len(slaves) == 2 and [p["master"] for p in partitions] + slaves
         nodes = wait_for(every_node, "the router to list both slaves")
     for address in nodes:
-        with Client(f"tcp://{address}", timeout=10, direct=False) as direct:
+        with Client(f"tcp://{address}", timeout=10, direct=False, keys=str(data / "keys")) as direct:
             assert direct.stats()["fsync"] == "never", address
 
 

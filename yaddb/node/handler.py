@@ -13,7 +13,8 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
-from yaddb.errors import BadMessage, BadRequest, NotApplied, NotMaster, Unavailable, YaddbError
+from yaddb.errors import (BadMessage, BadRequest, NotApplied, NotMaster, NotPermitted, Unavailable,
+                          YaddbError)
 from yaddb.item import check_blob
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key
 from yaddb.lsm import Engine
@@ -23,8 +24,9 @@ from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.placement import parse_address
-from yaddb.transport.protocol import (CONTROL_OPS, REPLICATION_OPS, Request, WRITES, decode_request,
-                                      encode_error, encode_reply)
+from yaddb.transport.curve import Refusals
+from yaddb.transport.protocol import (CONTROL_OPS, PERMITTED, REPLICATION_OPS, Request, WRITES,
+                                      decode_request, encode_error, encode_reply)
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +86,12 @@ class NodeHandler:
                  replica: Optional[Replica] = None, *, lease: Optional[Lease] = None,
                  switch: Optional[RoleSwitch] = None,
                  replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
-                 min_slaves_to_write: int = 0, min_slaves_max_lag: float = 10.0) -> None:
+                 min_slaves_to_write: int = 0, min_slaves_max_lag: float = 10.0,
+                 refusals: Optional[Refusals] = None) -> None:
         """replication_timeout: how long a w>1 write waits for its members. A master refuses
         writes while fewer than min_slaves_to_write slaves were heard from within
-        min_slaves_max_lag seconds (0: never)."""
+        min_slaves_max_lag seconds (0: never). `refusals` counts requests refused to a peer's
+        role (with CURVE), and the handshakes its sockets refused."""
         self.engine = engine
         self.lease = lease  # None: no fencing (a node in a test of its own)
         self.switch = switch  # None: the role is fixed (a node in a test of its own)
@@ -101,12 +105,14 @@ class NodeHandler:
         # For the PUB socket: (first sequence, entries) of each round's writes, once durable.
         self.outbox: list[tuple[int, list]] = []
         self.counts: Counter = Counter()
+        self.refusals = refusals
         self.started = time.monotonic()
 
-    def handle(self, frames: list[bytes]) -> list:
+    def handle(self, frames: list[bytes], roles: Optional[list] = None) -> list:
         """One reply per request frame, in order, after the round's writes are durable: a
         frame, a Held for a write that waits on its concern, or None for a request that gets
-        no reply (a slave's ack)."""
+        no reply (a slave's ack). `roles`, with CURVE: each frame's sender's role, which
+        decides what it may ask for (protocol.PERMITTED)."""
         replies: list = [None] * len(frames)
         pending = _Round(self.engine)
         for index, frame in enumerate(frames):
@@ -117,6 +123,9 @@ class NodeHandler:
                 replies[index] = encode_error(exc.request_id, exc)
                 continue
             self.counts[request.op] += 1
+            if roles is not None and request.op not in PERMITTED.get(roles[index], ()):
+                replies[index] = encode_error(request.request_id, self._refuse(request.op, roles[index]))
+                continue
             try:
                 if request.op in WRITES:
                     self._write(request, index, pending, replies)
@@ -152,6 +161,13 @@ class NodeHandler:
                             self.replication_timeout)
                 replies[index] = self.release(held, now) or held
         return replies
+
+    def _refuse(self, op: str, role: Optional[str]) -> NotPermitted:
+        if self.refusals is not None:
+            self.refusals.note("not_permitted", f"{op} from a {role} key")
+        return NotPermitted(f"{op} is for the cluster's members (nodes and routers); this "
+                            f"connection's key is a {role} key, which may use the data "
+                            f"operations only")
 
     def release(self, held: Held, now: float) -> Optional[bytes]:
         """The frame to send for a held reply now, or None while it still waits."""
@@ -274,6 +290,7 @@ class NodeHandler:
                 "snapshots_served": self.source.snapshots_served}),
             **({} if self.replica is None else {"replication": self.replica.status()}),
             **({} if self.lease is None else self.lease.status()),
+            **({} if self.refusals is None else {"refused": self.refusals.counts()}),
         }
 
 

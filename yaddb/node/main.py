@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import zmq
 
-from yaddb.config import add_flag, load_environment, parse_command_line
+from yaddb.config import add_flag, load_environment, parse_command_line, protected_mode_allows
 from yaddb.errors import YaddbError
 from yaddb.limits import (BLOB_OVERHEAD, DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S,
                           FSYNC_POLICIES)
@@ -24,6 +24,8 @@ from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.supervisor import watch_parent
+from yaddb.transport.curve import Security
+from yaddb.transport.keys import load_keys
 
 log = logging.getLogger("yaddb.node")
 
@@ -61,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                   "--min-slaves-max-lag seconds (0: never refuse)")
     add_flag(parser, "--min-slaves-max-lag", type=float, default=10.0,
              help="see --min-slaves-to-write")
+    add_flag(parser, "--keys-dir", help="the cluster's CURVE keys (python3 -m yaddb keygen DIR): "
+             "both ports then admit only peers with the member key or a client key, and "
+             "replication and control only to members; required when HOST is not loopback "
+             "(protected mode)")
+    add_flag(parser, "--insecure", action="store_true",
+             help="listen beyond loopback without --keys-dir: anyone who reaches the ports may "
+                  "read and change every key, or wipe the node. Refused otherwise")
     add_flag(parser, "--parent-fd", type=int, help="stop when this inherited file descriptor "
              "reaches end of file (set by a supervising process, so its death stops the node)")
     roles = parser.add_subparsers(dest="role", required=True, metavar="{master,slave}")
@@ -79,6 +88,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("a slave needs both --master-host and --master-port, or neither (then it "
                   "waits for POST /subscribe on the router)")
         return 2
+    if not protected_mode_allows(args.host, args.keys_dir is not None, args.insecure,
+                                 f"a node's ports {args.port} and {args.pub_port or args.port + 1}",
+                                 "--keys-dir DIR (YADDB_KEYS_DIR)"):
+        return 2
+    keys = None
+    if args.keys_dir is not None:
+        try:
+            keys = load_keys(args.keys_dir)
+        except YaddbError as exc:
+            log.error("--keys-dir: %s", exc)
+            return 2
     data_dir = args.data_dir or os.path.join("yaddb-data", f"node-{args.port}")
     try:
         engine = Engine(data_dir, fsync=args.fsync, fsync_interval_ms=args.fsync_interval_ms,
@@ -94,6 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("cannot open %s: %s", data_dir, exc)
         return 1
     context = zmq.Context()
+    security = None if keys is None else Security(context, keys, f"node {args.port}")
+    secure = security and security.as_member.secure_client
     pub_port = args.pub_port or args.port + 1
     advertised = args.advertise_host or ("127.0.0.1" if args.host in ("0.0.0.0", "*") else args.host)
     address = f"{advertised}:{args.port}"
@@ -111,22 +133,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         source = ReplicationSource(engine, master_lineage(data_dir, engine.sequence),
                                    args.backlog_bytes, pub_port)
     else:
-        replica = Replica(engine, data_dir, address, context, epoch=lease.epoch)
+        replica = Replica(engine, data_dir, address, context, epoch=lease.epoch, secure=secure)
     handler = NodeHandler(engine, role, args.max_value_bytes, source, replica,
                           lease=lease,
-                          switch=RoleSwitch(data_dir, address, pub_port, args.backlog_bytes, context),
+                          switch=RoleSwitch(data_dir, address, pub_port, args.backlog_bytes,
+                                            context, secure),
                           replication_timeout=args.replication_timeout,
                           min_slaves_to_write=args.min_slaves_to_write,
-                          min_slaves_max_lag=args.min_slaves_max_lag)
-    server = NodeServer(handler,
-                        f"tcp://{args.host}:{args.port}", context, f"tcp://{args.host}:{pub_port}")
+                          min_slaves_max_lag=args.min_slaves_max_lag,
+                          refusals=security and security.refusals)
+    server = NodeServer(handler, f"tcp://{args.host}:{args.port}", context,
+                        f"tcp://{args.host}:{pub_port}", security)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())
     if args.parent_fd is not None:
         watch_parent(args.parent_fd, server.stop)
     try:
-        log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s", role, args.host,
-                 args.port, f" (write log on :{pub_port})" if source else "", data_dir, args.fsync)
+        log.info("%s node on tcp://%s:%d%s, data in %s, fsync=%s, %s", role, args.host,
+                 args.port, f" (write log on :{pub_port})" if source else "", data_dir,
+                 args.fsync, "CURVE keys from " + args.keys_dir if keys else "no keys")
         if replica is not None:
             if master is not None:  # a router's choice may replace the data (docs/failover.md)
                 replica.follow(master, replace_data=managed is not None)
@@ -143,6 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if handler.replica is not None:  # the role may have changed since the start
             handler.replica.stop()
         engine.close()
+        if security is not None:
+            security.close()
         context.term()
         log.info("node on port %d stopped", args.port)
     return 0

@@ -23,6 +23,7 @@ from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
 from yaddb.replication.state import ReplicationState, load_state, new_history, save_state
+from yaddb.transport.sockets import Secure
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,15 @@ class RoleSwitch:
     """What a node needs to change its role in place: its files, ports and context."""
 
     def __init__(self, data_dir: str, address: str, pub_port: int, backlog_bytes: int,
-                 context: zmq.Context) -> None:
-        """address: "host:port" this node is reached at (what a slave tells its master)."""
+                 context: zmq.Context, secure: Secure = None) -> None:
+        """address: "host:port" this node is reached at (what a slave tells its master);
+        secure: its keys as a slave (transport/curve.py)."""
         self.data_dir = data_dir
         self.address = address
         self.pub_port = pub_port
         self.backlog_bytes = backlog_bytes
         self.context = context
+        self.secure = secure
 
     def promote(self, handler: RoleHolder, args: list) -> dict[str, Any]:
         """Make this node its partition's master, with a new history that remembers where it
@@ -140,7 +143,8 @@ class RoleSwitch:
             former = ReplicationState(source.history, previous_history=source.previous_history,
                                       switched_at=source.switched_at)
             handler.become_slave(Replica(handler.engine, self.data_dir, self.address,
-                                         self.context, former=former, epoch=epoch))
+                                         self.context, former=former, epoch=epoch,
+                                         secure=self.secure))
             log.warning("stepped down at epoch %d: now a slave of %s", epoch, master)
         elif handler.replica.master == master:
             return {"epoch": lease.epoch, "master": master}  # already so: a repeated command

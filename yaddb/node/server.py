@@ -13,6 +13,7 @@ from yaddb.errors import Unavailable
 from yaddb.node.handler import NodeHandler, request_id_of
 from yaddb.replication.concern import Held, release
 from yaddb.replication.messages import HEARTBEAT_S
+from yaddb.transport.curve import Security, role_of
 from yaddb.transport.protocol import encode_error
 from yaddb.transport.sockets import publisher_socket, server_socket
 
@@ -30,9 +31,13 @@ class NodeServer:
     """Serve `handler` on a ROUTER bound to `endpoint` until `stop()`."""
 
     def __init__(self, handler: NodeHandler, endpoint: str,
-                 context: Optional[zmq.Context] = None, pub_endpoint: Optional[str] = None) -> None:
-        """A master (handler.source set) also publishes its writes on a PUB at pub_endpoint."""
+                 context: Optional[zmq.Context] = None, pub_endpoint: Optional[str] = None,
+                 security: Optional[Security] = None) -> None:
+        """A master (handler.source set) also publishes its writes on a PUB at pub_endpoint.
+        With `security`, both ports take CURVE peers only, and each request's role (member
+        or client) goes to the handler with it."""
         self.handler = handler
+        self.security = security
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
         self._published_at = 0.0
@@ -49,7 +54,9 @@ class NodeServer:
         self._stopping.set()
 
     def serve(self) -> None:
-        sock = server_socket(self._context, self.endpoint, self.handler.max_value_bytes)
+        security = self.security
+        sock = server_socket(self._context, self.endpoint, self.handler.max_value_bytes,
+                             security and security.server())
         # A blocking receive that gives up now and then to look at the stop flag: measured
         # cheaper per request than a poll followed by a non-blocking receive.
         sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
@@ -59,7 +66,7 @@ class NodeServer:
             self.ready.set()
             while not self._stopping.is_set():
                 try:
-                    first = sock.recv_multipart()
+                    first = sock.recv_multipart(copy=security is None)
                 except zmq.Again:
                     first = None
                 if first is not None:
@@ -77,7 +84,8 @@ class NodeServer:
                 self._pub.close()
 
     def _open_publisher(self) -> None:
-        self._pub = publisher_socket(self._context, self.pub_endpoint)
+        self._pub = publisher_socket(self._context, self.pub_endpoint,
+                                     self.security and self.security.server(members_only=True))
         self._publishing = self.handler.source
 
     def _switch_publisher(self, sock: zmq.Socket) -> None:
@@ -125,22 +133,29 @@ class NodeServer:
     def _send_published(self, pub: zmq.Socket, message: bytes) -> None:
         pub.send(message, zmq.NOBLOCK)  # a PUB drops at its HWM, never blocks
 
-    def _round(self, sock: zmq.Socket, message: list[bytes]) -> None:
+    def _round(self, sock: zmq.Socket, message: list) -> None:
         """Handle `message` and every other request already waiting, as one round.
 
         The last frame of a message is the request; the frames before it are its route (the
         peer's id, and any ids a router in between added), sent back in front of the reply.
+        With CURVE, messages come as zmq.Frames, whose properties say the sender's role.
         """
         routes: list[list[bytes]] = []
         frames: list[bytes] = []
+        roles: Optional[list] = None if self.security is None else []
         while True:
-            routes.append(message[:-1])
-            frames.append(message[-1])
+            if roles is None:
+                routes.append(message[:-1])
+                frames.append(message[-1])
+            else:
+                routes.append([part.bytes for part in message[:-1]])
+                frames.append(message[-1].bytes)
+                roles.append(role_of(message[-1]))
             # Checking EVENTS is cheaper than a receive that raises zmq.Again.
             if len(frames) >= MAX_ROUND or not sock.get(zmq.EVENTS) & zmq.POLLIN:
                 break
-            message = sock.recv_multipart(zmq.NOBLOCK)
-        for route, reply in zip(routes, self.handler.handle(frames)):
+            message = sock.recv_multipart(zmq.NOBLOCK, copy=roles is None)
+        for route, reply in zip(routes, self.handler.handle(frames, roles)):
             if type(reply) is bytes:
                 self._send(sock, route, reply)
             elif reply is not None:  # a write waiting for its members (None: no reply at all)

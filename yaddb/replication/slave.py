@@ -31,7 +31,7 @@ from yaddb.replication import rollback
 from yaddb.replication.messages import HEARTBEAT_S, check_entries, decode_published
 from yaddb.replication.state import ReplicationState, load_state, save_state
 from yaddb.transport.client_conn import Connection
-from yaddb.transport.sockets import subscriber_socket
+from yaddb.transport.sockets import Secure, subscriber_socket
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,16 @@ class Replica:
 
     def __init__(self, engine: Engine, data_dir: str, address: str,
                  context: Optional[zmq.Context] = None, *,
-                 former: Optional[ReplicationState] = None, epoch: int = 0) -> None:
-        """`former`: this node's lineage as a master, when a master becomes this slave (then
+                 former: Optional[ReplicationState] = None, epoch: int = 0,
+                 secure: Secure = None) -> None:
+        """`secure` sets this slave's keys on its sockets to the master. `former`: this node's lineage as a master, when a master becomes this slave (then
         `epoch` names its rollback files). A former lineage saved earlier and not yet rolled
         back (a crash came first) is taken from the state file."""
         self.engine = engine
         self.data_dir = data_dir
         self.address = address      # "host:port" this node serves on: how its master lists it
         self._context = context or zmq.Context.instance()
+        self._secure = secure
         self.epoch = epoch
         self.state = load_state(data_dir)
         self._recover_position()
@@ -145,13 +147,13 @@ class Replica:
         self._acked = -1  # a new connection: tell the master where this slave is
         master = self.state.master
         conn = Connection(f"tcp://{master}", REQUEST_TIMEOUT_S, self._context,
-                          interrupt=self._stop)  # stopping never waits on the master
+                          interrupt=self._stop, secure=self._secure)  # stopping never waits on the master
         sub = None
         try:
             info = conn.call("replica", [self.address, self.state.history, self.state.applied,
                                          self.ready])
             host = host_of(master)
-            sub = subscriber_socket(self._context, f"tcp://{host}:{info['pub_port']}")
+            sub = subscriber_socket(self._context, f"tcp://{host}:{info['pub_port']}", self._secure)
             # Subscribed once anything arrives: the master publishes at least a heartbeat
             # every HEARTBEAT_S. What queues from here on is applied after the catch-up.
             if not self._heard(sub, SILENCE_S):

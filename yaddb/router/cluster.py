@@ -18,6 +18,8 @@ import time
 from typing import Optional, Sequence
 
 from yaddb.errors import BadRequest, YaddbError
+from yaddb.transport.client_conn import Connection
+from yaddb.transport.curve import CurvePair
 from yaddb.supervisor import Child, DirectoryClaim, Supervisor, free_port, stop_all
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,15 @@ class EmbeddedCluster:
     """`partitions` masters, each with `slaves` slaves, on free local ports, supervised."""
 
     def __init__(self, data_dir: str, partitions: int = 2, slaves: int = 1,
-                 node_args: Optional[Sequence[str]] = None) -> None:
+                 node_args: Optional[Sequence[str]] = None, keys_dir: Optional[str] = None) -> None:
+        """keys_dir: the cluster's CURVE keys, given to every node (none: plain sockets)."""
         if partitions < 1 or slaves < 0:
             raise BadRequest(f"the embedded cluster needs at least 1 partition and 0 or more "
                              f"slaves, not {partitions} and {slaves}")
         self.data_dir = data_dir
         self.partitions = partitions
-        args = list(node_args or [])
+        self.keys_dir = keys_dir
+        args = list(node_args or []) + ([] if keys_dir is None else ["--keys-dir", keys_dir])
         self.master_nodes = [ClusterNode(f"partition {i} master",
                                          os.path.join(data_dir, f"partition-{i}"), args, ["master"])
                              for i in range(partitions)]
@@ -140,22 +144,24 @@ class EmbeddedCluster:
                 f"{self.partitions}: keys are placed by the partition count, so the data would "
                 f"not be found. Start with --partitions {recorded}, or use another --data-dir.")
 
-    @staticmethod
-    def _wait_answering(node: ClusterNode, deadline: float, timeout: float) -> None:
+    def _wait_answering(self, node: ClusterNode, deadline: float, timeout: float) -> None:
         """A node that exits at once gets new ports and another try: a free port can be taken
         (by any new connection's local port) between choosing it and the node binding it."""
-        from yaddb.client import Client  # only the launcher needs it, not the cluster's users
+        secure = None if self.keys_dir is None else CurvePair.from_directory(self.keys_dir).secure_client
         tries = START_TRIES
         while True:
-            with Client(f"tcp://{node.address}", timeout=1.0, direct=False) as client:
+            connection = Connection(f"tcp://{node.address}", 1.0, secure=secure)
+            try:
                 while node.running:
                     try:
-                        if client.ping():
+                        if connection.call("ping", [], retries=2) == "PONG":
                             return
                     except YaddbError:
                         pass
                     if time.monotonic() > deadline:
                         raise YaddbError(f"{node.name} did not answer within {timeout:g} s")
+            finally:
+                connection.close()
             tries -= 1
             if tries == 0:
                 raise YaddbError(f"{node.name} exited with {node.returncode}; see {node.log_path}")

@@ -31,6 +31,8 @@ class NodeLink:
         out = {"address": self.address, "role": self.role, "alive": self.alive,
                "keys": stats.get("keys_estimate"), "sequence": stats.get("sequence"),
                "last_reply_s_ago": round(time.monotonic() - self.last_reply, 3) if self.last_reply else None}
+        if "refused" in stats:  # with CURVE: peers and requests the node turned away
+            out["refused"] = stats["refused"]
         if self.role == "slave":
             replication = stats.get("replication") or {}
             out.update(ready=replication.get("ready"), lag=replication.get("lag"),
@@ -103,4 +105,5 @@ class Partition:
                 "role": (self.master.stats or {}).get("role"),
                 "epoch": (self.master.stats or {}).get("epoch"), "keys": master["keys"],
                 "sequence": master["sequence"], "last_reply_s_ago": master["last_reply_s_ago"],
+                **({"refused": master["refused"]} if "refused" in master else {}),
                 "slaves": [link.status() for link in self.slaves.values()]}

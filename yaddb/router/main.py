@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -10,7 +11,7 @@ from typing import Callable, Optional, Sequence
 
 import zmq
 
-from yaddb.config import add_flag, load_environment, parse_command_line
+from yaddb.config import add_flag, load_environment, parse_command_line, protected_mode_allows
 from yaddb.client import Client
 from yaddb.errors import YaddbError
 from yaddb.http_edge.app import make_app
@@ -23,6 +24,8 @@ from yaddb.router.links import READ_PREFERENCES
 from yaddb.router.server import RouterServer
 from yaddb.router.subscribe import subscribe
 from yaddb.supervisor import watch_parent
+from yaddb.transport.curve import Security
+from yaddb.transport.keys import MEMBER, ClusterKeys, load_keys, make_keys
 
 log = logging.getLogger("yaddb.router")
 
@@ -73,9 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                   "failed node itself, on this machine, and does not fail over")
     add_flag(parser, "--http-token", help="every HTTP endpoint but /ping then needs the header "
              "'Authorization: Bearer TOKEN'; required when -H is not loopback (protected mode)")
+    add_flag(parser, "--keys-dir", help="the cluster's CURVE keys (python3 -m yaddb keygen DIR), "
+             "to reach nodes started with the same keys; the native front then takes CURVE "
+             "clients when -H is not loopback (required there: protected mode). The embedded "
+             "cluster makes its own in DATA_DIR/keys on first start")
     add_flag(parser, "--insecure", action="store_true",
-             help="serve beyond loopback without protection (no --http-token): anyone who "
-                  "reaches the port may read and change every key. Refused otherwise")
+             help="serve beyond loopback without protection (no --http-token, no --keys-dir): "
+                  "anyone who reaches the ports may read and change every key. Refused otherwise")
     add_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -88,7 +95,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     if args.parent_fd is not None:
         watch_parent(args.parent_fd, stop.set)
-    if not protected_mode_allows(args):
+    allowed = [protected_mode_allows(args.host, args.keys_dir is not None or not args.nodes,
+                                     args.insecure, f"native clients on port {args.zmq_port}",
+                                     "--keys-dir DIR (YADDB_KEYS_DIR)"),
+               protected_mode_allows(args.host, bool(args.http_token), args.insecure,
+                                     f"HTTP on port {args.port}",
+                                     "--http-token TOKEN (YADDB_HTTP_TOKEN)")]
+    if not all(allowed):  # every missing protection named at once
         return 2
     try:
         masters = [f"{host}:{port}" for host, port in map(parse_address, args.nodes or [])]
@@ -98,14 +111,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cluster = None
     try:
         if not masters:
+            args.keys_dir = args.keys_dir or embedded_keys(args.data_dir)
             # Children first, then this process's ZeroMQ context (never fork one).
             cluster = EmbeddedCluster(args.data_dir, args.partitions, args.slaves,
                                       ["--max-value-bytes", str(args.max_value_bytes),
                                        "--fsync", args.fsync,
-                                       "--replication-timeout", str(args.replication_timeout)])
+                                       "--replication-timeout", str(args.replication_timeout)],
+                                      args.keys_dir)
             cluster.start()
             masters = cluster.masters
-        return _serve(args, masters, stop, cluster.terminate if cluster else lambda: None)
+        keys = None if args.keys_dir is None else load_keys(args.keys_dir)
+        return _serve(args, masters, keys, stop, cluster.terminate if cluster else lambda: None)
     except YaddbError as exc:
         log.error("%s", exc)
         return 1
@@ -114,31 +130,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cluster.stop()
 
 
-def protected_mode_allows(args: argparse.Namespace) -> bool:
-    """Redis's protected mode: an edge beyond loopback needs a token, or --insecure (which
-    is said loudly at every start)."""
-    if is_loopback(args.host) or args.http_token:
-        return True
-    if args.insecure:
-        log.warning("INSECURE: the HTTP edge on %s serves without a token (--insecure): anyone "
-                    "who reaches port %d can read and change every key", args.host, args.port)
-        return True
-    log.error("refusing to serve HTTP on %s without a token (protected mode): give "
-              "--http-token TOKEN (or YADDB_HTTP_TOKEN), listen on 127.0.0.1, or pass "
-              "--insecure to serve anyone who reaches the port", args.host)
-    return False
+def embedded_keys(data_dir: str) -> str:
+    """The one-command cluster's keys, DATA_DIR/keys, made on its first start."""
+    directory = os.path.join(data_dir, "keys")
+    if not os.path.exists(os.path.join(directory, MEMBER + ".key")):
+        make_keys(directory)
+        log.info("made the cluster's CURVE keys in %s: its nodes take no one else", directory)
+    return directory
 
 
-def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
-           stop_nodes: Callable[[], None]) -> int:
+def _serve(args: argparse.Namespace, masters: list[str], keys: Optional[ClusterKeys],
+           stop: threading.Event, stop_nodes: Callable[[], None]) -> int:
     """Serve until `stop` is set; `stop_nodes` then asks the nodes to stop while this
     process closes its own sockets, so both take their time at once."""
     context = zmq.Context()
+    security = None if keys is None else Security(context, keys, "router")
     failover_after = args.failover_after if args.nodes else 0.0
     configuration = Configuration(masters, args.data_dir if failover_after > 0 else None)
     router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
                           args.node_timeout, args.max_value_bytes, args.read_preference,
-                          args.replication_timeout, configuration, failover_after)
+                          args.replication_timeout, configuration, failover_after, security,
+                          curve_front=security is not None and not is_loopback(args.host))
     thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
     thread.start()
     edge = None
@@ -158,10 +170,11 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
         client_timeout = args.node_timeout + 1.0
         app = make_app(lambda: Client(INPROC_FRONT, timeout=client_timeout, context=context,
                                       max_value_bytes=args.max_value_bytes, read_retries=0,
-                                      direct=True),
+                                      direct=True, keys=security and security.as_member),
                        router.status, args.max_value_bytes, http_token=args.http_token,
                        subscriber=lambda ip, port, master: subscribe(
-                           router, context, ip, port, master, client_timeout))
+                           router, context, ip, port, master, client_timeout,
+                           security and security.as_member.secure_client))
         try:
             edge = EdgeServer(app, host=args.host, port=args.port).start()
         except OSError as exc:
@@ -179,6 +192,8 @@ def _serve(args: argparse.Namespace, masters: list[str], stop: threading.Event,
             edge.stop()
         router.stop()
         thread.join(30)
+        if security is not None:
+            security.close()
         context.term()
 
 

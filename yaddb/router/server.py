@@ -35,6 +35,7 @@ from yaddb.router.failover import Failover, check_failover_after
 from yaddb.router.gather import Gather, split
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
 from yaddb.placement import partition_for
+from yaddb.transport.curve import Security
 from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, Reply, decode_reply,
                                       decode_request, encode_error, encode_reply, encode_request)
 from yaddb.transport.sockets import client_socket, server_socket
@@ -57,12 +58,18 @@ class RouterServer:
                  read_preference: str = "any",
                  replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
                  configuration: Optional[Configuration] = None,
-                 failover_after: float = 0.0) -> None:
+                 failover_after: float = 0.0, security: Optional[Security] = None,
+                 curve_front: bool = False) -> None:
         """replication_timeout: how long masters may hold a write with w above 1; such a
         write's deadline here is the node timeout plus this. `configuration` (which node is
         master of what, at which epoch) wins over `masters` once it holds a failover;
-        failover_after > 0 leases masters and replaces one silent that long."""
+        failover_after > 0 leases masters and replaces one silent that long. With `security`
+        the router reaches nodes as a member, and with curve_front its front takes CURVE
+        clients only (else plain ones: a front on loopback)."""
         self.configuration = configuration or Configuration(masters)
+        self.security = security
+        self._secure_front = security.server() if security and curve_front else None
+        self._secure_links = security and security.as_member.secure_client
         masters = self.configuration.masters
         check_failover_after(failover_after)
         self.failover_after = failover_after
@@ -108,7 +115,8 @@ class RouterServer:
         masters = [p.master.address for p in partitions] if partitions else list(self.masters)
         return {"masters": masters, "node_timeout_s": self.node_timeout,
                 "replication_timeout_s": self.replication_timeout,
-                "epochs": [p.epoch for p in self.configuration.partitions]}
+                "epochs": [p.epoch for p in self.configuration.partitions],
+                "keys_required": self.security is not None}
 
     def status(self) -> dict:
         """The router's view of its partitions (read from other threads; a snapshot)."""
@@ -118,6 +126,7 @@ class RouterServer:
                 "failover_after_s": self.failover_after,
                 "requests": dict(self.counts), "node_timeout_s": self.node_timeout,
                 "read_preference": self.read_preference,
+                **({} if self.security is None else {"refused": self.security.refusals.counts()}),
                 "uptime_s": round(time.monotonic() - self.started, 3)}
 
     # ---- the loop ------------------------------------------------------------------------
@@ -125,7 +134,8 @@ class RouterServer:
     def serve(self) -> None:
         front = None
         try:
-            front = server_socket(self.context, self.front_endpoints[0], self.max_value_bytes)
+            front = server_socket(self.context, self.front_endpoints[0], self.max_value_bytes,
+                                  self._secure_front)
             for endpoint in self.front_endpoints[1:]:
                 front.bind(endpoint)
         except zmq.ZMQError as exc:  # said by whoever waits on `ready`, at once
@@ -171,7 +181,7 @@ class RouterServer:
                 sock.close()
 
     def _connect(self, index: int, address: str, role: str) -> NodeLink:
-        sock = client_socket(self.context, f"tcp://{address}")
+        sock = client_socket(self.context, f"tcp://{address}", self._secure_links)
         link = self._links[sock] = NodeLink(index, address, role, sock)
         self._poller.register(sock, zmq.POLLIN)
         return link

@@ -9,6 +9,7 @@ import zmq
 from yaddb.errors import BadRequest, Unavailable, YaddbTimeout
 from yaddb.router.server import RouterServer
 from yaddb.transport.client_conn import Connection
+from yaddb.transport.sockets import Secure
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def choose_master(router: RouterServer) -> str:
 
 
 def subscribe(router: RouterServer, context: zmq.Context, ip: str, port: int,
-              master: Optional[str], timeout: float) -> None:
+              master: Optional[str], timeout: float, secure: Secure = None) -> None:
     """Tell the node at ip:port to replicate `master` (or the partition with fewest slaves);
     returns once the node has started catching up."""
     node = f"{ip}:{port}"
@@ -30,7 +31,7 @@ def subscribe(router: RouterServer, context: zmq.Context, ip: str, port: int,
         raise BadRequest(f"{node} is the master of partition {router.masters.index(node)}; "
                          f"start a new node with `run_node.py slave` and subscribe that")
     master = master or choose_master(router)
-    conn = Connection(f"tcp://{node}", timeout, context)
+    conn = Connection(f"tcp://{node}", timeout, context, secure=secure)
     try:
         conn.call("follow", [master])  # the node's BadRequest says it is a master
     except YaddbTimeout:

@@ -10,7 +10,7 @@ import zmq
 
 from yaddb.errors import BadMessage, YaddbTimeout
 from yaddb.transport.protocol import decode_reply, encode_request
-from yaddb.transport.sockets import client_socket
+from yaddb.transport.sockets import Secure, client_socket
 
 
 class NotSent(YaddbTimeout):
@@ -30,12 +30,13 @@ class Connection:
     def __init__(self, endpoint: str, timeout: float,
                  context: Optional[zmq.Context] = None,
                  connect_timeout: Optional[float] = None,
-                 interrupt: Optional[threading.Event] = None) -> None:
-        """`connect_timeout` bounds the wait for a connection before NotSent (default: the
+                 interrupt: Optional[threading.Event] = None, secure: Secure = None) -> None:
+        """`secure` configures the socket (CURVE keys; transport/curve.py). `connect_timeout` bounds the wait for a connection before NotSent (default: the
         attempt's whole time), for callers with somewhere else to send. Once `interrupt` is
         set, a waiting call raises Interrupted within INTERRUPT_CHECK_MS: a thread that is
         stopping never waits out a peer that does not answer."""
         self._interrupt = interrupt
+        self._secure = secure
         self.endpoint = endpoint
         self.timeout = timeout
         self._connect_ms = None if connect_timeout is None else max(1, int(connect_timeout * 1000))
@@ -121,7 +122,7 @@ class Connection:
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
-            self._sock = client_socket(self._context, self.endpoint)
+            self._sock = client_socket(self._context, self.endpoint, self._secure)
             self._rcvtimeo = -1  # the socket's RCVTIMEO; set before each wait when it differs
         return self._sock
 

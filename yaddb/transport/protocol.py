@@ -45,6 +45,9 @@ Control, from a router to its nodes (docs/failover.md):
     replicaof [epoch, "host:port"]                 -> {"epoch", "master"}: replicate that master
                                                       (a master steps down first)
 
+With CURVE (transport/curve.py), replication and control operations are for members only:
+a client key asking for one gets NotPermitted.
+
 Untrusted bytes go through `decode_request`, which raises BadMessage (carrying the request id
 when one could be read, so the error reply still matches) and nothing else.
 """
@@ -54,8 +57,9 @@ from typing import Any, NamedTuple, Optional
 
 import msgpack
 
-from yaddb.errors import (BadMessage, BadRequest, NotApplied, NotMaster, ReplicationTimeout, StaleEpoch,
-                          StorageError, Unavailable, ValueTooLarge, YaddbError, YaddbTimeout)
+from yaddb.errors import (BadMessage, BadRequest, NotApplied, NotMaster, NotPermitted,
+                          ReplicationTimeout, StaleEpoch, StorageError, Unavailable, ValueTooLarge,
+                          YaddbError, YaddbTimeout)
 from yaddb.limits import check_write_concern
 
 VERSION = 1
@@ -75,6 +79,7 @@ ERROR_CODES: dict[int, type[YaddbError]] = {
     9: ReplicationTimeout,
     10: StaleEpoch,
     11: NotApplied,
+    12: NotPermitted,
 }
 CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 
@@ -88,6 +93,9 @@ OPS: dict[str, str] = {"ping": "", "get": "k", "set": "ki", "del": "k", "mget": 
 WRITES = frozenset({"set", "del", "mset", "mdel"})
 REPLICATION_OPS = frozenset({"sync", "chunk", "replica", "follow", "ack", "values"})
 CONTROL_OPS = frozenset({"lease", "promote", "replicaof"})  # from a router to its nodes
+DATA_OPS = frozenset(OPS) - REPLICATION_OPS - CONTROL_OPS
+# What each role of an authenticated peer may send (CONTRACT.md section 8, transport/curve.py).
+PERMITTED: dict[str, frozenset] = {"member": frozenset(OPS), "client": DATA_OPS}
 
 
 class Request(NamedTuple):

@@ -4,9 +4,15 @@ Most options only apply to later bind/connect calls, so each helper sets all of 
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import zmq
 
 from yaddb.limits import max_message_bytes
+
+# Applied before a bind or connect: CURVE keys and the ZAP domain (transport/curve.py), or
+# nothing for a plain socket.
+Secure = Optional[Callable[[zmq.Socket], None]]
 
 HEARTBEAT_MS = 1000        # ZMTP pings: TCP alone can take many minutes to notice a dead peer
 HEARTBEAT_TIMEOUT_MS = 3000
@@ -15,7 +21,7 @@ RECONNECT_MAX_MS = 2000    # back off, so clients do not hammer a dead node
 HWM = 10_000               # messages queued per peer before sends block or drop
 
 
-def _common(sock: zmq.Socket) -> None:
+def _common(sock: zmq.Socket, secure: Secure) -> None:
     # Close must never wait for unsent messages to a peer that is gone (default is forever).
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, HWM)
@@ -23,12 +29,15 @@ def _common(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    if secure is not None:
+        secure(sock)
 
 
-def server_socket(ctx: zmq.Context, endpoint: str, max_value_bytes: int) -> zmq.Socket:
+def server_socket(ctx: zmq.Context, endpoint: str, max_value_bytes: int,
+                  secure: Secure = None) -> zmq.Socket:
     """A bound ROUTER for requests."""
     sock = ctx.socket(zmq.ROUTER)
-    _common(sock)
+    _common(sock, secure)
     # A peer that sends a bigger frame is disconnected by libzmq before it fills our memory.
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(max_value_bytes))
     # A reply to a client that is gone fails loudly (EHOSTUNREACH) instead of vanishing.
@@ -37,10 +46,10 @@ def server_socket(ctx: zmq.Context, endpoint: str, max_value_bytes: int) -> zmq.
     return sock
 
 
-def client_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def client_socket(ctx: zmq.Context, endpoint: str, secure: Secure = None) -> zmq.Socket:
     """A connected DEALER for requests to a node or router."""
     sock = ctx.socket(zmq.DEALER)
-    _common(sock)
+    _common(sock, secure)
     # Queue only to completed connections: a dead endpoint then times out instead of hiding
     # requests in a pipe that may never connect.
     sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -54,20 +63,20 @@ def client_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
 PUB_HWM = 100_000          # updates queued per slave; past it the PUB drops and slaves catch up
 
 
-def publisher_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def publisher_socket(ctx: zmq.Context, endpoint: str, secure: Secure = None) -> zmq.Socket:
     """A bound PUB for a master's write log. A slow slave's queue overflows into drops (never
     a blocked master); slaves see the gap in sequence numbers and catch up."""
     sock = ctx.socket(zmq.PUB)
-    _common(sock)
+    _common(sock, secure)
     sock.setsockopt(zmq.SNDHWM, PUB_HWM)
     sock.bind(endpoint)
     return sock
 
 
-def subscriber_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def subscriber_socket(ctx: zmq.Context, endpoint: str, secure: Secure = None) -> zmq.Socket:
     """A SUB to a master's write log, subscribed to everything it publishes."""
     sock = ctx.socket(zmq.SUB)
-    _common(sock)
+    _common(sock, secure)
     sock.setsockopt(zmq.RCVHWM, PUB_HWM)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
