@@ -55,11 +55,12 @@ def signal_group(pgid: int, signum: int = signal.SIGKILL) -> None:
 
 
 def wait_answering(proc: subprocess.Popen, endpoint: str, log: Callable[[], str], what: str,
-                   timeout: float = 60.0) -> None:
-    """Wait until the process at endpoint answers a ping; fail at once if it exits."""
+                   timeout: float = 60.0, keys: Optional[str] = None) -> None:
+    """Wait until the process at endpoint answers a ping; fail at once if it exits. `keys`:
+    a folder with a client key, for a node started with --keys-dir."""
     from yaddb import Client
     from yaddb.errors import YaddbError
-    with Client(endpoint, timeout=1.0) as client:
+    with Client(endpoint, timeout=1.0, keys=keys) as client:
         def answers() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"{what} exited with {proc.returncode}:\n{log()[-4000:]}")
@@ -161,15 +162,18 @@ class NodeProcess(_Program):
         self.data_dir = data_dir
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.address = f"127.0.0.1:{self.port}"
+        self.keys = args[args.index("--keys-dir") + 1] if "--keys-dir" in args else None
+        self.pub_port = free_port()
         if command is None:
-            command = ["-p", str(self.port), "--pub-port", str(free_port()),
+            command = ["-p", str(self.port), "--pub-port", str(self.pub_port),
                        "--data-dir", str(data_dir), *args, *role]
         super().__init__(f"node-{self.port}", "run_node.py", command,
                          log_path or data_dir.parent / f"node-{self.port}.log", env,
                          data_dir.parent)
 
     def wait_ready(self, timeout: float = 30.0) -> "NodeProcess":
-        wait_answering(self.proc, self.endpoint, self.log, f"node on port {self.port}", timeout)
+        wait_answering(self.proc, self.endpoint, self.log, f"node on port {self.port}", timeout,
+                       self.keys)
         return self
 
 

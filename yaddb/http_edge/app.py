@@ -72,6 +72,7 @@ from yaddb.http_edge.metrics import Counts, endpoint_label, method_label
 from yaddb.http_edge.routes import Endpoints, StatusProvider, Subscriber, ThreadClients
 from yaddb.http_edge.statuses import INTERNAL_ERROR
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES
+from yaddb.transport.curve import Refusals
 
 __all__ = ["make_app", "EdgeApp", "item_json", "Subscriber", "StatusProvider",
            "SMALL_BODY_BYTES", "default_max_body_bytes"]
@@ -89,7 +90,7 @@ class EdgeApp:
                  max_value_bytes: int, max_body_bytes: int,
                  subscriber: Optional[Subscriber], http_token: Optional[str] = None) -> None:
         self.token = None if http_token is None else f"Bearer {http_token}".encode()
-        self.refusals = RefusalLog()
+        self.refusals = Refusals("HTTP edge")  # counted in /stats and /metrics as 401s
         self.max_value_bytes = max_value_bytes
         self.max_body_bytes = max_body_bytes
         self.counts = Counts()
@@ -114,7 +115,8 @@ class EdgeApp:
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             if self.token is not None and not self._authorized(environ):
-                self.refusals.note(environ.get("REMOTE_ADDR"))
+                self.refusals.note("request_without_the_right_token",
+                                   f"from {environ.get('REMOTE_ADDR')}")
                 return _json_reply(recording_start_response, 401,
                                    "this edge needs a token: send the header 'Authorization: "
                                    "Bearer TOKEN' with the edge's --http-token",
@@ -144,28 +146,6 @@ class EdgeApp:
         scheme, _, token = given.partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(
             b"Bearer " + token.strip(), self.token)
-
-
-class RefusalLog:
-    """Counts refused requests and logs them at most once per LOG_EVERY_S, so a flood of bad
-    requests cannot flood the log."""
-
-    LOG_EVERY_S = 10.0
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._unlogged = 0
-        self._logged_at = float("-inf")
-
-    def note(self, peer: Optional[str]) -> None:
-        self.count += 1
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= self.LOG_EVERY_S:
-            log.warning("HTTP edge: refused %d request(s) without the right token (the latest "
-                        "from %s); %d refused since the start", self._unlogged, peer, self.count)
-            self._unlogged = 0
-            self._logged_at = now
 
 
 def _json_reply(start_response: StartResponse, status: int, message: str,

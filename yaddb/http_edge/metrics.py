@@ -9,6 +9,10 @@ status, which does not justify a dependency.
     yaddb_node_up{partition, node, role}                             gauge, 1 or 0
     yaddb_replication_lag{partition, node, role="slave"}             gauge, in writes
     yaddb_node_keys{partition, node, role}                           gauge
+    yaddb_refused_total{node, reason}                                counter (with CURVE):
+        peers and requests a node (or node="router", the router's front) refused, by reason:
+        handshake (no key, not ZeroMQ), unknown_key, not_permitted (a client key asking
+        for a member's operation)
 
 `endpoint` is one of the edge's paths or "other" and `method` one of the usual methods or
 "OTHER", so what a client sends cannot grow the number of series.
@@ -119,7 +123,7 @@ def partition_nodes(partition: dict) -> Iterable[tuple[str, str, dict]]:
     name = node_name(master)
     if name is not None:
         fields = dict(master) if isinstance(master, dict) else {}
-        for field in ("alive", "keys"):
+        for field in ("alive", "keys", "refused"):
             if field in partition and field not in fields:
                 fields[field] = partition[field]
         yield name, "master", fields
@@ -138,8 +142,16 @@ def partition_nodes(partition: dict) -> Iterable[tuple[str, str, dict]]:
         yield name, "slave", fields
 
 
+def _refused(node: str, counts: Any) -> list[str]:
+    if not isinstance(counts, dict):
+        return []
+    return [f"yaddb_refused_total{_labels(node=node, reason=reason)} {_number(count)}"
+            for reason, count in sorted(counts.items()) if _number(count) is not None]
+
+
 def cluster_metrics(status: dict) -> list[str]:
     up, lag, keys = [], [], []
+    refused = _refused("router", status.get("refused")) if isinstance(status, dict) else []
     partitions = status.get("partitions") if isinstance(status, dict) else None
     for position, partition in enumerate(partitions if isinstance(partitions, list) else []):
         if not isinstance(partition, dict):
@@ -154,13 +166,17 @@ def cluster_metrics(status: dict) -> list[str]:
                 lag.append(f"yaddb_replication_lag{labels} {_number(fields['lag'])}")
             if _number(fields.get("keys")) is not None:
                 keys.append(f"yaddb_node_keys{labels} {_number(fields['keys'])}")
+            refused += _refused(name, fields.get("refused"))
     lines = ["# HELP yaddb_node_up 1 if the router reaches the node, 0 if not.",
              "# TYPE yaddb_node_up gauge", *up,
              "# HELP yaddb_replication_lag How far a slave is behind its master, in writes "
              "(write-log sequence numbers).",
              "# TYPE yaddb_replication_lag gauge", *lag,
              "# HELP yaddb_node_keys Keys a node holds, as the node last reported.",
-             "# TYPE yaddb_node_keys gauge", *keys]
+             "# TYPE yaddb_node_keys gauge", *keys,
+             "# HELP yaddb_refused_total Peers and requests refused for want of the right "
+             "CURVE key, by node (or the router) and reason.",
+             "# TYPE yaddb_refused_total counter", *refused]
     return lines
 
 
