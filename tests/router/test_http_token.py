@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 
+from yaddb.transport.keys import make_keys
 from tests.helpers import Processes, wait_for
 from tests.router.test_run_router import http
 
@@ -72,11 +73,18 @@ def test_refusals_are_logged_without_flooding_the_log(guarded):
     assert guarded.log().count("without the right token") <= 3
 
 
-def test_protected_mode_refuses_an_edge_beyond_loopback_without_a_token(tmp_path, processes):
+def test_protected_mode_refuses_a_router_beyond_loopback_without_token_or_keys(tmp_path, processes):
     # 192.0.2.1 is a documentation address no machine has: nothing is ever reachable there.
     refused = processes.router(tmp_path / "a", "-H", "192.0.2.1", "--nodes", "127.0.0.1:9")
     assert refused.child.wait(30) == 2
     assert "--http-token" in refused.log() and "--insecure" in refused.log()
+    assert "--keys-dir" in refused.log()  # every missing protection named at once
+    keys = tmp_path / "keys"
+    make_keys(str(keys))
+    keyed = processes.router(tmp_path / "k", "-H", "192.0.2.1", "--nodes", "127.0.0.1:9",
+                             "--keys-dir", str(keys))
+    assert keyed.child.wait(30) == 2
+    assert "--http-token" in keyed.log() and "--keys-dir" not in keyed.log()
     overridden = processes.router(tmp_path / "b", "-H", "192.0.2.1", "--nodes", "127.0.0.1:9",
                                   "--insecure")
     assert overridden.child.wait(60) == 1  # past protected mode, it cannot bind there
