@@ -19,8 +19,9 @@ Requests and their ok payloads (keys are bytes, items are the blobs of yaddb.ite
     stats  []                         -> a map of figures
     map    []                         -> {"masters": ["host:port" of each partition's master],
                                           "node_timeout_s": seconds, "replication_timeout_s":
-                                          seconds} (routers only: for clients that route by
-                                          themselves)
+                                          seconds, "keys_required": whether masters take CURVE
+                                          peers only} (routers only: for clients that route
+                                          by themselves)
 
 A write's last argument may be its write concern `w`: a number of members (1, the default
 when it is left out, is the master alone), "majority" or "all" of the partition's members.
