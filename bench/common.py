@@ -126,24 +126,27 @@ def client_to(port: int, **options):
     return Client(f"tcp://{LOCALHOST}:{port}", **options)
 
 
-def answers_ping(port: int) -> Callable[[], bool]:
-    """A readiness check: the node or router on `port` answers a ping."""
+def answers_ping(port: int, keys: Optional[str] = None) -> Callable[[], bool]:
+    """A readiness check: the node or router on `port` answers a ping (with `keys`, a folder
+    of CURVE keys: a client of a node started with --keys-dir)."""
     def ping() -> bool:
-        with client_to(port, timeout=0.5) as client:
+        with client_to(port, timeout=0.5, keys=keys) as client:
             return client.ping()
     return ping
 
 
 def start_node(workdir: str, name: str, flags: Sequence[str],
-               cpus: Optional[set[int]] = None) -> tuple[Child, int]:
+               cpus: Optional[set[int]] = None, keys: Optional[str] = None) -> tuple[Child, int]:
     """run_node.py on free ports (request and write-log port: the default write-log port,
     request port + 1, may be taken) with its data in workdir/NAME; (child, request port) once
-    it answers a ping. `flags` are the rest of its command line (--fsync ..., master)."""
+    it answers a ping. `flags` are the rest of its command line (--fsync ..., master). `keys`: a
+    folder of CURVE keys (python3 -m yaddb keygen), given as --keys-dir and used by the ping."""
     port = free_port()
     child = launch(name, [sys.executable, os.path.join(REPO_ROOT, "run_node.py"), "-p", str(port),
                           "--pub-port", str(free_port()), "--data-dir",
-                          os.path.join(workdir, name), *flags], workdir, cpus=cpus)
-    wait_ready(child, answers_ping(port))
+                          os.path.join(workdir, name),
+                          *(["--keys-dir", keys] if keys else []), *flags], workdir, cpus=cpus)
+    wait_ready(child, answers_ping(port, keys))
     return child, port
 
 

@@ -78,9 +78,11 @@ def run_benchmark(prefix: str, body: Callable[[str], int]) -> int:
 
 @dataclass
 class Node:
-    """One node of a Cluster: its process and its request port."""
+    """One node of a Cluster: its process, its request port and its CURVE keys' folder (None:
+    plain)."""
     child: Child
     port: int
+    keys: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -88,16 +90,19 @@ class Node:
 
     def client(self, timeout: float):
         """A yaddb.Client to this node alone (no partition map)."""
-        return client_to(self.port, timeout=timeout, direct=False)
+        return client_to(self.port, timeout=timeout, direct=False, keys=self.keys)
 
 
 class Cluster:
     """A master and `slaves` slaves, each `run_node.py --fsync FSYNC` (interval unless
     given) in its own session, data in `work`. `placement`: (master CPUs, slave CPUs, client
-    CPUs), or None."""
+    CPUs), or None. `keys`: a folder of CURVE keys, given to every node as --keys-dir and used
+    by every client of the benchmark's (None: plain)."""
 
-    def __init__(self, work: str, slaves: int, placement, fsync: str = "interval") -> None:
+    def __init__(self, work: str, slaves: int, placement, fsync: str = "interval",
+                 keys: Optional[str] = None) -> None:
         self.work = work
+        self.keys = keys
         self.master: Optional[Node] = None
         self.slaves: list[Node] = []
         master_cpus, slave_cpus = placement[:2] if placement else (None, None)
@@ -105,13 +110,13 @@ class Cluster:
         try:
             with signals_held():
                 self.master = Node(*start_node(work, "master", ["--fsync", fsync, "master"],
-                                               master_cpus))
+                                               master_cpus, keys), keys)
             for n in range(slaves):
                 with signals_held():
                     self.slaves.append(Node(*start_node(
                         work, f"slave-{n + 1}",
                         ["--fsync", fsync, "slave", "--master-host", LOCALHOST,
-                         "--master-port", str(self.master.port)], slave_cpus)))
+                         "--master-port", str(self.master.port)], slave_cpus, keys), keys))
             for slave in self.slaves:
                 wait_ready(slave.child, functools.partial(replication_ready, slave),
                            what="become ready (stats replication.ready)")

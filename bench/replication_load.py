@@ -8,6 +8,7 @@ import queue
 import signal
 import threading
 import time
+from typing import Optional
 
 from common import SPAWN, BenchError, client_to, cpu_seconds, percentiles, reap
 from replication_cluster import (CONVERGE_TIMEOUT_S, VALUE, Cluster, check_copies, converge,
@@ -22,15 +23,15 @@ SAMPLE_S = 0.05          # how often the sampler asks master and slaves where th
 
 def writer_process(port: int, wid: int, writers: int, mode: str, duration: float,
                    rate: float, sample_every: int, results, samples, start, go,
-                   w: object = 1) -> None:
+                   w: object = 1, keys: Optional[str] = None) -> None:
     """One writer: `set`s (mode "set") or `mset`s of BATCH (mode "mset") of its own keys from
     start.value for `duration` s; closed loop when rate is 0, else paced open loop at
     rate / writers, shifted by wid / rate so the writers interleave. Every `sample_every`-th
     write's (key, ack time) goes to `samples` (None: no sampling). Puts its figures on
-    `results`. `w`: the write concern of every write."""
+    `results`. `w`: the write concern of every write. `keys`: CURVE keys' folder (None: plain)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     try:
-        client = client_to(port, timeout=10.0, direct=False, w=w)
+        client = client_to(port, timeout=10.0, direct=False, w=w, keys=keys)
         client.ping()
         results.put(("ready", wid))
         go.wait(60)
@@ -79,12 +80,13 @@ def writer_process(port: int, wid: int, writers: int, mode: str, duration: float
         results.put(("error", wid, f"{type(exc).__name__}: {exc}"))
 
 
-def probe_process(port: int, samples, results, interval: float) -> None:
+def probe_process(port: int, samples, results, interval: float,
+                  keys: Optional[str] = None) -> None:
     """Wait for (key, ack time) pairs; poll the slave with one mget of every key still unseen,
     every `interval` s, and record (ack, lag) when a reply first has the key. None ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        client = client_to(port, timeout=5.0, direct=False)
+        client = client_to(port, timeout=5.0, direct=False, keys=keys)
         client.ping()
         results.put(("ready", "probe"))
         pending: dict[bytes, float] = {}
@@ -186,12 +188,13 @@ def run_load(cluster: Cluster, args, mode: str, rate: float = 0.0, probe: bool =
     samples = SPAWN.Queue() if probe else None
     procs = [SPAWN.Process(target=writer_process, daemon=True,
                            args=(cluster.master.port, wid, args.writers, mode, args.duration,
-                                 rate, args.sample_every, results, samples, start, go, w))
+                                 rate, args.sample_every, results, samples, start, go, w,
+                                 cluster.keys))
              for wid in range(args.writers)]
     if probe:
         procs.append(SPAWN.Process(target=probe_process, daemon=True,
                                    args=(cluster.slaves[0].port, samples, results,
-                                         args.probe_interval_ms / 1000)))
+                                         args.probe_interval_ms / 1000, cluster.keys)))
     sampler = Sampler(cluster) if cluster.slaves else None
     try:
         if args.warmup_keys:

@@ -33,6 +33,7 @@ ANYONE_DOMAIN, MEMBERS_DOMAIN = "yaddb", "yaddb-members"
 HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 WATCH_POLL_MS = 200
+CURVE_HEAD_START_S = 0.1  # a loopback CURVE handshake takes a few ms
 _monitor_ids = itertools.count(1)
 
 SecureSocket = Callable[[zmq.Socket], None]  # configures a socket before it binds or connects
@@ -160,6 +161,9 @@ class Security:
                 for pair, what in new:
                     watched[pair] = what
                     poller.register(pair, zmq.POLLIN)
+                if not watched:  # an empty poll returns at once: it would spin
+                    self._stopping.wait(WATCH_POLL_MS / 1000)
+                    continue
                 for pair, _ in poller.poll(WATCH_POLL_MS):
                     event = recv_monitor_message(pair)
                     if event["event"] == zmq.EVENT_MONITOR_STOPPED:  # its socket closed
@@ -199,24 +203,30 @@ def speaks_curve(context: zmq.Context, endpoint: str, pair: CurvePair, timeout: 
     """Whether the server at `endpoint` takes CURVE (True) or plain (False) connections. A
     router with keys serves plain clients on loopback and CURVE ones beyond it (one socket
     cannot take both), so on loopback the connection whose handshake completes first tells.
-    Undecided within `timeout`: True (a later call then says the server cannot be reached)."""
+    CURVE starts alone: a CURVE server (every keyed node) then never sees, and counts, a
+    plain try. Undecided within `timeout`: True (a later call says what is wrong)."""
     if endpoint.startswith("inproc://"):  # no handshake in-process: either works
         return False
     if not is_loopback(host_of(endpoint)):
         return True
     poller = zmq.Poller()
-    sockets = {}
+    sockets: dict[zmq.Socket, bool] = {}
+
+    def connect(curve: bool) -> None:
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.immediate = True  # writable only once a handshake completed
+        if curve:
+            pair.secure_client(sock)
+        sock.connect(endpoint)
+        sockets[sock] = curve
+        poller.register(sock, zmq.POLLOUT)
     try:
-        for curve in (True, False):
-            sock = context.socket(zmq.DEALER)
-            sock.linger = 0
-            sock.immediate = True  # writable only once a handshake completed
-            if curve:
-                pair.secure_client(sock)
-            sock.connect(endpoint)
-            sockets[sock] = curve
-            poller.register(sock, zmq.POLLOUT)
-        ready = poller.poll(int(timeout * 1000))
+        connect(True)
+        ready = poller.poll(int(min(timeout, CURVE_HEAD_START_S) * 1000))
+        if not ready:
+            connect(False)
+            ready = poller.poll(int(max(0.0, timeout - CURVE_HEAD_START_S) * 1000))
         return sockets[ready[0][0]] if ready else True
     finally:
         for sock in sockets:
