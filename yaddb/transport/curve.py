@@ -33,7 +33,6 @@ ANYONE_DOMAIN, MEMBERS_DOMAIN = "yaddb", "yaddb-members"
 HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 WATCH_POLL_MS = 200
-CURVE_HEAD_START_S = 0.1  # a loopback CURVE handshake takes a few ms
 _monitor_ids = itertools.count(1)
 
 SecureSocket = Callable[[zmq.Socket], None]  # configures a socket before it binds or connects
@@ -202,32 +201,26 @@ def role_of(frame: zmq.Frame) -> Optional[str]:
 def speaks_curve(context: zmq.Context, endpoint: str, pair: CurvePair, timeout: float) -> bool:
     """Whether the server at `endpoint` takes CURVE (True) or plain (False) connections. A
     router with keys serves plain clients on loopback and CURVE ones beyond it (one socket
-    cannot take both), so on loopback the connection whose handshake completes first tells.
-    CURVE starts alone: a CURVE server (every keyed node) then never sees, and counts, a
-    plain try. Undecided within `timeout`: True (a later call says what is wrong)."""
+    cannot take both), so on loopback a CURVE handshake is tried: the server refusing its
+    mechanism means plain. No plain try reaches a CURVE server (every keyed node counts
+    those). Undecided within `timeout`: True (a later call says what is wrong)."""
     if endpoint.startswith("inproc://"):  # no handshake in-process: either works
         return False
     if not is_loopback(host_of(endpoint)):
         return True
-    poller = zmq.Poller()
-    sockets: dict[zmq.Socket, bool] = {}
-
-    def connect(curve: bool) -> None:
-        sock = context.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.immediate = True  # writable only once a handshake completed
-        if curve:
-            pair.secure_client(sock)
-        sock.connect(endpoint)
-        sockets[sock] = curve
-        poller.register(sock, zmq.POLLOUT)
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    pair.secure_client(sock)
+    address = f"inproc://yaddb-curve-probe-{next(_monitor_ids)}"
+    sock.monitor(address, zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILURES)
+    events = context.socket(zmq.PAIR)
+    events.linger = 0
+    events.connect(address)
     try:
-        connect(True)
-        ready = poller.poll(int(min(timeout, CURVE_HEAD_START_S) * 1000))
-        if not ready:
-            connect(False)
-            ready = poller.poll(int(max(0.0, timeout - CURVE_HEAD_START_S) * 1000))
-        return sockets[ready[0][0]] if ready else True
+        sock.connect(endpoint)
+        if events.poll(max(1, int(timeout * 1000))):
+            return recv_monitor_message(events)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        return True
     finally:
-        for sock in sockets:
-            sock.close(linger=0)
+        sock.close(linger=0)
+        events.close(linger=0)
