@@ -18,9 +18,9 @@ def test_key_errors(edge, path, method):
     assert "not ASCII" in call("ü".encode(), "text/plain").error(400)
     assert "at most 1024" in call(b"k" * 1025, "application/octet-stream").error(400)
     assert "at most 1024" in call("00" * 1025, "text/plain").error(400)
-    message = call(b"ab", None).error(400)
+    assert "empty" in call(b"", None).error(400)
+    message = call(b"ab", "application/x-www-form-urlencoded").error(400)
     assert "application/octet-stream" in message and "text/plain" in message
-    call(b"ab", "application/x-www-form-urlencoded").error(400)
     assert "at most 65536" in call(b"k" * (64 << 10 | 1), "application/octet-stream").error(413)
 
 
@@ -41,3 +41,18 @@ def test_a_raw_key_that_looks_like_hex_is_never_guessed(edge):
     # "beef" as 4 raw ASCII bytes is another key: 404 with the hint, not the item of 0xbeef.
     assert "look like hex" in query(edge, b"beef", "application/octet-stream").error(404)
     assert query(edge, "beef").status == 200
+
+
+@pytest.mark.parametrize("path, method", [("/query", "POST"), ("/delete", "DELETE")])
+def test_with_no_content_type_hex_digits_are_a_hex_key_and_anything_else_raw(edge, path, method):
+    """The seed's own Python client posts the key's hex with no Content-Type (contract 4)."""
+    for body, key in ((b"beef", b"\xbe\xef"), (b" beef\n", b"\xbe\xef"), (b"k!", b"k!"),
+                      (b"abc", b"abc")):  # odd digits are no hex: raw bytes
+        put(edge, {"key": key.hex(), **ITEM, "value": "v"})
+        reply = edge.call(method, path, body, None)
+        assert reply.status == 200, (body, reply.body)
+        assert reply.json() == ({"deleted": key.hex()} if method == "DELETE"
+                                else {key.hex(): {**ITEM, "value": "v"}})
+    edge.call("DELETE", "/delete", "beef", "text/plain")
+    assert edge.call(method, path, b"beef", None).error(404) == "no such key: beef"
+    assert "no such key: 0102" in edge.call(method, path, b"\x01\x02", None).error(404)

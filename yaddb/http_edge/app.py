@@ -10,7 +10,8 @@ Endpoints (CONTRACT section 4); every error is JSON `{"error": "<message for a p
                        "value": str [, "value_encoding": "utf-8" | "base64"]}; ?w=1|N|majority|all
                        -> 200 {"<hex key>": {item}}; 400, 413, 503 (ReplicationTimeout too)
     POST   /query      the key: raw bytes (Content-Type: application/octet-stream) or its hex
-                       (Content-Type: text/plain) -> 200 {"<hex key>": {item}}; 400, 404, 503
+                       (Content-Type: text/plain); with no Content-Type, hex digits are a hex
+                       key and anything else raw bytes -> 200 {"<hex key>": {item}}; 400, 404, 503
     DELETE /delete     the key, as for /query; ?w= as for /set -> 200 {"deleted": "<hex key>"};
                        400, 404, 503
     POST   /subscribe  JSON {"ip": str, "port": int [, "master": "host:port"]}

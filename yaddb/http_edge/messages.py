@@ -163,6 +163,11 @@ def looks_like_hex(raw: bytes) -> bool:
 def key_from_body(environ: dict) -> tuple[bytes, bool]:
     """(key, sent raw) from a /query or /delete body."""
     media = media_type(environ)
+    if not media:  # no Content-Type at all, as the seed's own client sends (CONTRACT.md 4)
+        body = read_body(environ, SMALL_BODY_BYTES)
+        if looks_like_hex(body):
+            return hex_key(body.decode("ascii")), False
+        return check_key_length(body), True
     if media not in ("application/octet-stream", "text/plain"):
         shown = environ.get("CONTENT_TYPE") or "none"
         raise error_reply(400, f"send the key as the body with Content-Type application/octet-stream "
