@@ -215,7 +215,7 @@ class RouterProcess(_Program):
         if not self.running:
             return []
         nodes = [pid for pid in proc_table.children_of(self.pid)
-                 if "run_node.py" in proc_table.cmdline(pid)]
+                 if "-m yaddb.node" in proc_table.cmdline(pid)]
         self.nodes_seen.update(p for p in map(proc_table.proc, nodes) if p is not None)
         return nodes
 

@@ -14,7 +14,10 @@ from typing import Iterable, NamedTuple, Optional
 SESSION_VARIABLE = "TEST_YADDB_SESSION"  # not YADDB_*: the embedded cluster drops those
 os.environ[SESSION_VARIABLE] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 SESSION = os.environ[SESSION_VARIABLE]
-OURS = ("run_node.py", "run_router.py", "yaddb.lsm.workerd")
+# the embedded cluster starts its nodes as `python -m yaddb.node`; installed commands are
+# yaddb-node and yaddb-router
+OURS = ("run_node.py", "run_router.py", "-m yaddb.node", "yaddb.lsm.workerd", "yaddb-node",
+        "yaddb-router")
 
 
 class Proc(NamedTuple):

@@ -27,7 +27,7 @@ VALUE_BYTES = 24 << 10  # 100 keys of this overflow a node's 1 MiB memtable: flu
 
 
 def kind(cmdline: str) -> str:
-    for pattern, name in (("run_router.py", "router"), ("run_node.py", "node"),
+    for pattern, name in (("run_router.py", "router"), ("-m yaddb.node", "node"),
                           ("yaddb.lsm.workerd", "worker")):
         if pattern in cmdline:
             return name

@@ -24,8 +24,10 @@ from yaddb.supervisor import Child, DirectoryClaim, Supervisor, free_port, stop_
 
 log = logging.getLogger(__name__)
 
-RUN_NODE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "run_node.py")
+# Nodes run as `python -m yaddb.node` (run_node.py is not in an installed package), with this
+# package first on their path whatever their working directory.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUN_NODE = ["-m", "yaddb.node"]
 START_TRIES = 3
 STOP_TIMEOUT_S = 1.5  # then SIGKILL: the logs hold every acknowledged write anyway
 LAYOUT_FILE = "cluster.json"
@@ -41,6 +43,7 @@ class ClusterNode(Child):
         self.role_args = list(role_args)
         self.port = self.pub_port = 0
         env = {k: v for k, v in os.environ.items() if not k.startswith("YADDB_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         super().__init__(name, [], log_path=os.path.join(data_dir, "node.log"), env=env)
         self.new_ports()
 
@@ -53,7 +56,7 @@ class ClusterNode(Child):
 
     def start(self) -> "ClusterNode":
         os.makedirs(self.data_dir, exist_ok=True)
-        self.argv = [sys.executable, RUN_NODE, "-p", str(self.port), "--pub-port", str(self.pub_port),
+        self.argv = [sys.executable, *RUN_NODE, "-p", str(self.port), "--pub-port", str(self.pub_port),
                      "--data-dir", self.data_dir, *self.node_args, *self.role_args]
         super().start()
         return self
