@@ -285,7 +285,8 @@ class NodeHandler:
             "compactions": engine["compactions"],
             "flushes": engine["flushes"],
             **({} if self.source is None else {
-                "history": self.source.history, "pub_port": self.source.pub_port,
+                "history": self.source.history, "previous_history": self.source.previous_history,
+                "switched_at": self.source.switched_at, "pub_port": self.source.pub_port,
                 "slaves": self.source.slaves(), "backlog_from": self.source.backlog.oldest_seq,
                 "snapshots_served": self.source.snapshots_served}),
             **({} if self.replica is None else {"replication": self.replica.status()}),

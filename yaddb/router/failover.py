@@ -53,6 +53,9 @@ class _PartitionWatch:
         # The master's history and slaves as it last reported them as a master (or as its
         # promotion set them): its stats from before a promotion describe a slave.
         self.history: Optional[str] = None
+        # (the history it continued, where it switched): a restarted master's line goes on
+        # from its previous history, which slaves may still be on
+        self.previous: Optional[tuple[str, int]] = None
         self.members: set[str] = set()
         self.expected: set[str] = set()  # the slaves a promoted master was told to count
         self.expected_until = 0.0        # as the master counts them: until it forgets them
@@ -162,7 +165,7 @@ class Failover:
         # Members: every slave the master last listed, and any that answers on its history
         # (one that joined after that report may have confirmed w=majority writes).
         ready = {address: answer["replication"] for address, answer in answers.items()
-                 if _on_history(answer, watch.history)}
+                 if on_masters_line(answer, watch)}
         members = watch.members | set(ready)
         k = len(members)
         needed = k - (k + 1) // 2 + 1
@@ -185,7 +188,7 @@ class Failover:
                     chosen, ready[chosen]["applied"], config.epoch, why)
         partition.replace_master(chosen)
         watch.lease_in_flight = watch.writable = False  # the old master's answer is ignored
-        watch.history, watch.members = None, set(partition.slaves)
+        watch.history, watch.previous, watch.members = None, None, set(partition.slaves)
         watch.expected, watch.expected_until = set(partition.slaves), time.monotonic() + SLAVE_FORGET_S
         watch.waiting = None
         watch.granted_at = None
@@ -240,16 +243,30 @@ def _note_master(partition: Partition, watch: _PartitionWatch) -> None:
     stats = partition.master.stats
     if stats and stats.get("role") == "master" and stats.get("history"):
         watch.history = stats["history"]
+        previous, switched_at = stats.get("previous_history"), stats.get("switched_at")
+        watch.previous = (previous, switched_at) if isinstance(previous, str) \
+            and type(switched_at) is int else None
         listed = {s["address"] for s in stats.get("slaves") or () if isinstance(s, dict)}
         expected = watch.expected if time.monotonic() < watch.expected_until else set()
         watch.members = listed | expected
 
 
-def _on_history(answer: dict, history: Optional[str]) -> bool:
+def on_masters_line(answer: dict, watch: _PartitionWatch) -> bool:
+    """Whether a slave's stats show it ready on the master's line: on its history, or on the
+    history a restarted master continued, no further than where it switched. Such a slave
+    holds a prefix of the master's writes, and counts toward the promotion rule: a write the
+    master acknowledged after its switch was applied by slaves on its new history, so the
+    rule's quorum still meets it there. (Comparing positions across the two is sound: the
+    master numbers its new history on from the old.)"""
     replication = answer.get("replication")
-    return isinstance(replication, dict) and bool(replication.get("ready")) \
-        and history is not None and replication.get("history") == history \
-        and type(replication.get("applied")) is int
+    if not (isinstance(replication, dict) and replication.get("ready")
+            and type(replication.get("applied")) is int):
+        return False
+    history = replication.get("history")
+    if watch.history is not None and history == watch.history:
+        return True
+    return watch.previous is not None and history == watch.previous[0] \
+        and replication["applied"] <= watch.previous[1]
 
 
 def _log_refusal(link: NodeLink, reply: Optional[Reply]) -> None:
