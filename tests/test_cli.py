@@ -68,3 +68,20 @@ def test_stats_as_a_table_and_as_json_and_options_from_the_environment(cluster):
     for node in nodes:
         assert node in table
     assert table.count(" master ") == 2 and table.count(" slave ") == len(nodes) - 2
+
+
+def test_bench_times_sets_and_gets_and_really_writes(cluster):
+    e = ("-e", cluster.endpoint)
+    single = yaddb(*e, "bench", "-n", "200", "-c", "2", "-d", "7")
+    assert single.returncode == 0, single.stderr
+    lines = single.stdout.decode().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["SET", "GET"]
+    for line in lines:
+        assert "200 calls, 2 clients" in line and "p99.9" in line
+        assert float(line.split(": ")[1].split(" ops/s")[0].replace(",", "")) > 0
+    assert yaddb(*e, "get", "bench:199").stdout == b"x" * 7
+    batched = yaddb(*e, "bench", "-n", "300", "-P", "100", "-d", "3", "-t", "set")
+    assert batched.stdout.decode().startswith("MSET of 100: ") and "3 calls" in batched.stdout.decode()
+    assert yaddb(*e, "get", "bench:299").stdout == b"x" * 3
+    refused = yaddb(*e, "bench", "-t", "set,scan")
+    assert refused.returncode == 1 and b"scan" in refused.stderr and refused.stderr.count(b"\n") == 1

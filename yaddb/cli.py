@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from typing import Optional
 
 import click
@@ -173,6 +175,80 @@ def stats_table(answer: dict) -> list[str]:
 
 def _shown(value: object) -> str:
     return "?" if value is None else str(value)
+
+
+@main.command()
+@click.option("-c", "--clients", default=4, help="clients at once (threads, a connection each)")
+@click.option("-n", "--requests", default=10_000, help="operations per test, split among clients")
+@click.option("-d", "--data-size", default=100, help="value size in bytes")
+@click.option("-P", "--batch", default=1, help="keys per call: above 1, mset and mget")
+@click.option("-w", "w", default="1", help="write concern of the sets")
+@click.option("-t", "--tests", default="set,get", help="which tests, in order: set, get")
+@click.pass_obj
+def bench(ctx: Context, clients: int, requests: int, data_size: int, batch: int, w: str,
+          tests: str) -> None:
+    """Time sets and gets like redis-benchmark: ops/s and the latency of each call."""
+    from yaddb.client import Client
+    unknown = set(tests.split(",")) - {"set", "get"}
+    if unknown or clients < 1 or requests < 1 or batch < 1 or data_size < 0:
+        raise Failed(f"bench: tests are set and get (not {', '.join(sorted(unknown))}); "
+                     f"clients, requests and batch are at least 1" if unknown else
+                     "bench: clients, requests and batch are at least 1, data size at least 0")
+    concern = int(w) if w.isdigit() else w
+    value = b"x" * data_size
+    calls = max(1, requests // batch)
+    shares = [calls // clients + (i < calls % clients) for i in range(clients)]
+    for test in tests.split(","):
+        def work(index: int, latencies: list) -> None:
+            first = sum(shares[:index])
+            with Client(ctx.endpoint, timeout=ctx.timeout, keys=ctx.keys_dir) as client:
+                for call in range(first, first + shares[index]):
+                    keys = [b"bench:%d" % (call * batch + j) for j in range(batch)]
+                    started = time.perf_counter()
+                    if test == "set":
+                        if batch == 1:
+                            client.set(keys[0], value, w=concern)
+                        else:
+                            client.mset({key: value for key in keys}, w=concern)
+                    elif batch == 1:
+                        client.get(keys[0])
+                    else:
+                        client.mget(keys)
+                    latencies.append(time.perf_counter() - started)
+        click.echo(_bench_line(test, batch, clients, *_run_clients(work, clients)))
+
+
+def _run_clients(work, clients: int) -> tuple[list, float, list]:
+    """Run work(i, latencies) in `clients` threads; (latencies, seconds, errors)."""
+    latencies: list = [[] for _ in range(clients)]
+    errors: list = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index, latencies[index])
+        except YaddbError as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [x for part in latencies for x in part], time.perf_counter() - started, errors
+
+
+def _bench_line(test: str, batch: int, clients: int, latencies: list, seconds: float,
+                errors: list) -> str:
+    if errors:
+        raise Failed(f"bench {test}: {errors[0]} ({len(errors)} of {clients} clients failed)")
+    ordered = sorted(latencies)
+
+    def ms(fraction: float) -> str:
+        return f"{ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000:.3f}"
+    name = test.upper() if batch == 1 else f"M{test.upper()} of {batch}"
+    return (f"{name}: {len(ordered) * batch / seconds:,.0f} ops/s ({len(ordered)} calls, "
+            f"{clients} clients, {seconds:.2f} s); latency ms p50 {ms(0.5)} p99 {ms(0.99)} "
+            f"p99.9 {ms(0.999)}")
 
 
 @main.command()
