@@ -36,6 +36,11 @@ def _key(text: str, as_hex: bool) -> bytes:
         raise Failed(f"{text!r} is not hex (pairs of 0-9, a-f)") from None
 
 
+def _concern(w: str):
+    """-w as the client takes it: a number of members, or majority / all (checked there)."""
+    return int(w) if w.isdigit() else w
+
+
 class Context:
     """The connection options, opened into a Client on first use."""
 
@@ -110,7 +115,7 @@ def set_(ctx: Context, key: str, value: Optional[str], as_hex: bool, content_typ
          encoding: Optional[str], w: str) -> None:
     """Store VALUE under KEY; with no VALUE (or -), the bytes of standard input."""
     data = click.get_binary_stream("stdin").read() if value in (None, "-") else value
-    concern = int(w) if w.isdigit() else w
+    concern = _concern(w)
     _call(ctx, lambda client: client.set(_key(key, as_hex), data, content_type, encoding, w=concern))
     click.echo("OK")
 
@@ -190,11 +195,11 @@ def bench(ctx: Context, clients: int, requests: int, data_size: int, batch: int,
     """Time sets and gets like redis-benchmark: ops/s and the latency of each call."""
     from yaddb.client import Client
     unknown = set(tests.split(",")) - {"set", "get"}
-    if unknown or clients < 1 or requests < 1 or batch < 1 or data_size < 0:
-        raise Failed(f"bench: tests are set and get (not {', '.join(sorted(unknown))}); "
-                     f"clients, requests and batch are at least 1" if unknown else
-                     "bench: clients, requests and batch are at least 1, data size at least 0")
-    concern = int(w) if w.isdigit() else w
+    if unknown:
+        raise Failed(f"bench: -t takes set and get, not {', '.join(sorted(unknown))}")
+    if min(clients, requests, batch) < 1 or data_size < 0:
+        raise Failed("bench: -c, -n and -P are at least 1, -d at least 0")
+    concern = _concern(w)
     value = b"x" * data_size
     calls = max(1, requests // batch)
     shares = [calls // clients + (i < calls % clients) for i in range(clients)]
