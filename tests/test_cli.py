@@ -85,3 +85,25 @@ def test_bench_times_sets_and_gets_and_really_writes(cluster):
     assert yaddb(*e, "get", "bench:299").stdout == b"x" * 3
     refused = yaddb(*e, "bench", "-t", "set,scan")
     assert refused.returncode == 1 and b"scan" in refused.stderr and refused.stderr.count(b"\n") == 1
+
+
+def test_the_http_edge_with_url_does_what_the_endpoint_does(cluster):
+    u = ("--url", cluster.url)
+    assert yaddb(*u, "ping").stdout == b"PONG\n"
+    assert yaddb(*u, "set", "via-http", "hello").stdout == b"OK\n"
+    assert yaddb("-e", cluster.endpoint, "get", "via-http").stdout == b"hello"  # the same data
+    binary = bytes(range(256))
+    assert yaddb(*u, "set", "--hex", "beef01", stdin=binary).returncode == 0
+    assert yaddb(*u, "get", "--hex", "beef01").stdout == binary
+    assert yaddb("-e", cluster.endpoint, "get", "--hex", "beef01").stdout == binary
+    assert yaddb(*u, "del", "via-http").stdout == b"deleted\n"
+    missing = yaddb(*u, "get", "via-http")
+    assert missing.returncode == 1 and missing.stderr == b"yaddb: no such key: via-http\n"
+    assert b" master " in yaddb(*u, "stats").stdout
+    bench = yaddb(*u, "bench", "-n", "40", "-c", "2")
+    assert bench.returncode == 0 and bench.stdout.decode().startswith("SET: "), bench.stderr
+    no_batches = yaddb(*u, "bench", "-P", "10")
+    assert no_batches.returncode == 1 and b"--endpoint" in no_batches.stderr
+    from yaddb.supervisor import free_port
+    gone = yaddb("--url", f"http://127.0.0.1:{free_port()}", "ping")
+    assert gone.returncode == 1 and gone.stderr.count(b"\n") == 1 and b"cannot reach" in gone.stderr

@@ -42,19 +42,30 @@ def _concern(w: str):
 
 
 class Context:
-    """The connection options, opened into a Client on first use."""
+    """The connection options, opened into a client on first use: the native Client, or with
+    --url the HTTP edge's (same calls)."""
 
-    def __init__(self, endpoint: str, keys_dir: Optional[str], timeout: float) -> None:
+    def __init__(self, endpoint: str, keys_dir: Optional[str], timeout: float,
+                 url: Optional[str], http_token: Optional[str]) -> None:
         self.endpoint, self.keys_dir, self.timeout = endpoint, keys_dir, timeout
+        self.url, self.http_token = url, http_token
         self._client = None
+
+    def new_client(self):
+        """A client of its own (bench gives one to each thread)."""
+        # Imported here: `yaddb keygen` needs no connection.
+        if self.url is not None:
+            from yaddb.http_edge.remote import EdgeClient
+            return EdgeClient(self.url, self.timeout, self.http_token)
+        from yaddb.client import Client
+        try:
+            return Client(self.endpoint, timeout=self.timeout, keys=self.keys_dir)
+        except YaddbError as exc:
+            raise Failed(str(exc)) from None
 
     def client(self):
         if self._client is None:
-            from yaddb.client import Client  # `yaddb keygen` needs no connection
-            try:
-                self._client = Client(self.endpoint, timeout=self.timeout, keys=self.keys_dir)
-            except YaddbError as exc:
-                raise Failed(str(exc)) from None
+            self._client = self.new_client()
         return self._client
 
     def close(self) -> None:
@@ -77,10 +88,15 @@ def _call(ctx: Context, what):
               help="a client key and the cluster's member.key, for a cluster with CURVE keys")
 @click.option("--timeout", default=2.0, envvar="YADDB_TIMEOUT", show_envvar=True,
               help="seconds a call may take")
+@click.option("--url", envvar="YADDB_URL", show_envvar=True,
+              help="talk to the HTTP edge (http://HOST:PORT) instead of --endpoint")
+@click.option("--http-token", envvar="YADDB_HTTP_TOKEN", show_envvar=True,
+              help="the edge's token, with --url")
 @click.pass_context
-def main(click_ctx: click.Context, endpoint: str, keys_dir: Optional[str], timeout: float) -> None:
+def main(click_ctx: click.Context, endpoint: str, keys_dir: Optional[str], timeout: float,
+         url: Optional[str], http_token: Optional[str]) -> None:
     """YADDB's command-line client and tools. Keys are text unless --hex is given."""
-    click_ctx.obj = Context(endpoint, keys_dir, timeout)
+    click_ctx.obj = Context(endpoint, keys_dir, timeout, url, http_token)
     click_ctx.call_on_close(click_ctx.obj.close)
 
 
@@ -193,12 +209,14 @@ def _shown(value: object) -> str:
 def bench(ctx: Context, clients: int, requests: int, data_size: int, batch: int, w: str,
           tests: str) -> None:
     """Time sets and gets like redis-benchmark: ops/s and the latency of each call."""
-    from yaddb.client import Client
     unknown = set(tests.split(",")) - {"set", "get"}
     if unknown:
         raise Failed(f"bench: -t takes set and get, not {', '.join(sorted(unknown))}")
     if min(clients, requests, batch) < 1 or data_size < 0:
         raise Failed("bench: -c, -n and -P are at least 1, -d at least 0")
+    if batch > 1 and ctx.url is not None:
+        raise Failed("bench: -P above 1 (mset, mget) needs the native --endpoint; the HTTP "
+                     "edge has no batch calls")
     concern = _concern(w)
     value = b"x" * data_size
     calls = max(1, requests // batch)
@@ -206,7 +224,7 @@ def bench(ctx: Context, clients: int, requests: int, data_size: int, batch: int,
     for test in tests.split(","):
         def work(index: int, latencies: list) -> None:
             first = sum(shares[:index])
-            with Client(ctx.endpoint, timeout=ctx.timeout, keys=ctx.keys_dir) as client:
+            with ctx.new_client() as client:
                 for call in range(first, first + shares[index]):
                     keys = [b"bench:%d" % (call * batch + j) for j in range(batch)]
                     started = time.perf_counter()
