@@ -3,6 +3,7 @@ ready on the master's history, and, after the master restarted and continued its
 history, those still on that one no further than where it switched. Found by the chaos suite:
 a master killed, restarted, and isolated a second later left its partition read-only for good,
 since neither slave had yet moved to the restarted master's new history."""
+from yaddb.replication.state import ReplicationState
 from yaddb.router.failover import _PartitionWatch, on_masters_line
 
 
@@ -11,8 +12,12 @@ def slave(history, applied, ready=True):
 
 
 def watch(history, previous=None):
+    """A partition watch whose master reported `history` and, if given, (the history it
+    continued, where it switched), as _note_master takes them from its stats."""
     state = _PartitionWatch(0.0)
-    state.history, state.previous = history, previous
+    if history is not None:
+        state.line = ReplicationState(history, previous_history=previous and previous[0],
+                                      switched_at=previous[1] if previous else 0)
     return state
 
 

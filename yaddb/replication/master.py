@@ -49,6 +49,7 @@ class ReplicationSource:
         if isinstance(lineage, str):
             lineage = ReplicationState(lineage)
         self.engine = engine
+        self.lineage = lineage
         self.history = lineage.history
         self.previous_history = lineage.previous_history
         self.switched_at = lineage.switched_at
@@ -101,8 +102,7 @@ class ReplicationSource:
         seq = self.engine.sequence
         answer = {"history": self.history, "seq": seq, "pub_port": self.pub_port,
                   "forked_from": self.forked_from}
-        if history is not None and applied <= seq and (history == self.history or (
-                history == self.previous_history and applied <= self.switched_at)):
+        if applied <= seq and self.lineage.continues(history, applied):
             batches = [] if applied == seq else self.backlog.since(applied, max_bytes)
             if batches is not None:
                 more = bool(batches) and batches[-1][0] + len(batches[-1][1]) - 1 < seq

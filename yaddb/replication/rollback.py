@@ -43,10 +43,7 @@ def fork_point(forked_from: object, former: Optional[ReplicationState]) -> Optio
     history, seq = forked_from
     if not isinstance(history, str) or type(seq) is not int or seq < 0:
         return None
-    if history == former.history or (
-            history == former.previous_history and seq <= former.switched_at):
-        return seq
-    return None
+    return seq if former.continues(history, seq) else None
 
 
 def last_writes(writes: Iterable[tuple[int, bytes, Optional[bytes]]]) -> list[Write]:

@@ -39,6 +39,13 @@ class ReplicationState:
     forked_from: Optional[list] = None  # a promoted master: [its old master's history, applied]
     aligned: bool = False  # a slave: its data's own sequence number was `applied` when saved
 
+    def continues(self, history: Optional[str], position: int) -> bool:
+        """Whether `position` of `history` is on this master's line of writes: its own
+        history, or the one it continued at this start, up to where it switched (past that,
+        the old history holds writes this master lost)."""
+        return history is not None and (history == self.history or (
+            history == self.previous_history and position <= self.switched_at))
+
 
 def new_history() -> str:
     return secrets.token_hex(8)

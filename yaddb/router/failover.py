@@ -16,6 +16,7 @@ import time
 from typing import Callable, Optional
 
 from yaddb.errors import BadRequest
+from yaddb.replication.state import ReplicationState
 from yaddb.limits import SLAVE_FORGET_S
 from yaddb.router.configuration import Configuration
 from yaddb.router.links import NodeLink, Partition
@@ -50,12 +51,10 @@ class _PartitionWatch:
         self.promoting = False
         self.next_try = 0.0
         self.waiting: Optional[str] = None       # why promotion waits, for /stats and the log
-        # The master's history and slaves as it last reported them as a master (or as its
-        # promotion set them): its stats from before a promotion describe a slave.
-        self.history: Optional[str] = None
-        # (the history it continued, where it switched): a restarted master's line goes on
-        # from its previous history, which slaves may still be on
-        self.previous: Optional[tuple[str, int]] = None
+        # The master's line of writes (its history, and the one a restart continued) and its
+        # slaves as it last reported them as a master (or as its promotion set them): its
+        # stats from before a promotion describe a slave.
+        self.line: Optional[ReplicationState] = None
         self.members: set[str] = set()
         self.expected: set[str] = set()  # the slaves a promoted master was told to count
         self.expected_until = 0.0        # as the master counts them: until it forgets them
@@ -188,7 +187,7 @@ class Failover:
                     chosen, ready[chosen]["applied"], config.epoch, why)
         partition.replace_master(chosen)
         watch.lease_in_flight = watch.writable = False  # the old master's answer is ignored
-        watch.history, watch.previous, watch.members = None, None, set(partition.slaves)
+        watch.line, watch.members = None, set(partition.slaves)
         watch.expected, watch.expected_until = set(partition.slaves), time.monotonic() + SLAVE_FORGET_S
         watch.waiting = None
         watch.granted_at = None
@@ -203,7 +202,8 @@ class Failover:
         def answered(reply: Optional[Reply]) -> None:
             if reply is not None and reply.status == 0 and partition.master is link:
                 watch.next_lease = 0.0  # its writes wait on the first lease: send it now
-                watch.history = reply.payload.get("history")
+                history = reply.payload.get("history")
+                watch.line = ReplicationState(history) if isinstance(history, str) else None
             elif reply is not None and reply.status != 0:
                 log.error("%s refused promotion: %s", link.name, reply.payload)
 
@@ -242,10 +242,11 @@ def _note_master(partition: Partition, watch: _PartitionWatch) -> None:
     """Keep what the master's latest stats say, once they come from it as a master."""
     stats = partition.master.stats
     if stats and stats.get("role") == "master" and stats.get("history"):
-        watch.history = stats["history"]
         previous, switched_at = stats.get("previous_history"), stats.get("switched_at")
-        watch.previous = (previous, switched_at) if isinstance(previous, str) \
-            and type(switched_at) is int else None
+        watch.line = ReplicationState(stats["history"], previous_history=previous,
+                                      switched_at=switched_at) \
+            if isinstance(previous, str) and type(switched_at) is int \
+            else ReplicationState(stats["history"])
         listed = {s["address"] for s in stats.get("slaves") or () if isinstance(s, dict)}
         expected = watch.expected if time.monotonic() < watch.expected_until else set()
         watch.members = listed | expected
@@ -259,14 +260,9 @@ def on_masters_line(answer: dict, watch: _PartitionWatch) -> bool:
     rule's quorum still meets it there. (Comparing positions across the two is sound: the
     master numbers its new history on from the old.)"""
     replication = answer.get("replication")
-    if not (isinstance(replication, dict) and replication.get("ready")
-            and type(replication.get("applied")) is int):
-        return False
-    history = replication.get("history")
-    if watch.history is not None and history == watch.history:
-        return True
-    return watch.previous is not None and history == watch.previous[0] \
-        and replication["applied"] <= watch.previous[1]
+    return isinstance(replication, dict) and bool(replication.get("ready")) \
+        and type(replication.get("applied")) is int and watch.line is not None \
+        and watch.line.continues(replication.get("history"), replication["applied"])
 
 
 def _log_refusal(link: NodeLink, reply: Optional[Reply]) -> None:
