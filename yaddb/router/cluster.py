@@ -73,7 +73,8 @@ class EmbeddedCluster:
                              f"slaves, not {partitions} and {slaves}")
         self.data_dir = data_dir
         self.partitions = partitions
-        self.keys_dir = keys_dir
+        # how the launcher's own pings reach nodes that take CURVE peers only
+        self._secure = None if keys_dir is None else CurvePair.from_directory(keys_dir).secure_client
         args = list(node_args or []) + ([] if keys_dir is None else ["--keys-dir", keys_dir])
         self.master_nodes = [ClusterNode(f"partition {i} master",
                                          os.path.join(data_dir, f"partition-{i}"), args, ["master"])
@@ -150,10 +151,9 @@ class EmbeddedCluster:
     def _wait_answering(self, node: ClusterNode, deadline: float, timeout: float) -> None:
         """A node that exits at once gets new ports and another try: a free port can be taken
         (by any new connection's local port) between choosing it and the node binding it."""
-        secure = None if self.keys_dir is None else CurvePair.from_directory(self.keys_dir).secure_client
         tries = START_TRIES
         while True:
-            connection = Connection(f"tcp://{node.address}", 1.0, secure=secure)
+            connection = Connection(f"tcp://{node.address}", 1.0, secure=self._secure)
             try:
                 while node.running:
                     try:
