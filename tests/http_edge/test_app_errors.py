@@ -21,7 +21,8 @@ from tests.http_edge.conftest import ITEM, put, query
 def test_unknown_route_and_wrong_method_are_json(edge):
     message = edge.call("GET", "/nope").error(404)
     assert "no such endpoint: GET /nope" in message and "POST /query" in message
-    assert "no such endpoint" in edge.call("POST", "/").error(404)
+    assert "no such endpoint" in edge.call("POST", "/nowhere").error(404)
+    assert "/ does not take POST" in edge.call("POST", "/").error(405)
     reply = edge.call("GET", "/query")
     assert "/query does not take GET" in reply.error(405) and "POST" in reply.headers["allow"]
     edge.call("POST", "/ping").error(405)

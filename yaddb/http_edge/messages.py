@@ -17,6 +17,7 @@ from yaddb.placement import BadAddress, parse_address
 SMALL_BODY_BYTES = 64 << 10      # /query, /delete, /subscribe: a key or a small JSON object
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ENDPOINTS = (("GET", "/ping"), ("PUT", "/set"), ("POST", "/query"), ("DELETE", "/delete"),
              ("POST", "/subscribe"), ("GET", "/stats"), ("GET", "/metrics"))

@@ -27,7 +27,8 @@ from typing import Any, Iterable, Optional
 __all__ = ["Counts", "http_metrics", "cluster_metrics", "node_name", "endpoint_label",
            "method_label", "LATENCY_BUCKETS"]
 
-KNOWN_PATHS = frozenset({"/ping", "/set", "/query", "/delete", "/subscribe", "/stats", "/metrics"})
+KNOWN_PATHS = frozenset({"/ping", "/set", "/query", "/delete", "/subscribe", "/stats", "/metrics",
+                         "/", "/openapi.json"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 # Upper bounds (seconds) of the latency histogram's buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

@@ -16,7 +16,9 @@ import bottle
 
 from yaddb.client import Client
 from yaddb.errors import NotMaster, Unavailable, YaddbError
-from yaddb.http_edge.messages import (PROMETHEUS_TYPE, SMALL_BODY_BYTES, TEXT_TYPE, Reply,
+from yaddb.http_edge import openapi, status_page
+from yaddb.http_edge.messages import (HTML_TYPE, JSON_TYPE, PROMETHEUS_TYPE, SMALL_BODY_BYTES,
+                                      TEXT_TYPE, Reply,
                                       error_reply, hex_key, http_reply, item_json, json_object,
                                       key_from_body, not_found, ok_json, set_fields,
                                       subscribe_fields, value_bytes)
@@ -99,6 +101,8 @@ class Endpoints:
         app.route("/subscribe", "POST", self.on_subscribe)
         app.route("/stats", "GET", self.on_stats)
         app.route("/metrics", "GET", self.on_metrics)
+        app.route("/", "GET", self.on_status_page)
+        app.route("/openapi.json", "GET", self.on_openapi)
         for status in bottle.HTTP_CODES:
             if status >= 400:
                 app.error(status, callback=json_error_handler)
@@ -188,6 +192,12 @@ class Endpoints:
                   f"yaddb_router_status_ok {scrape_ok}"]
         lines += cluster_metrics(status)
         return http_reply(200, ("\n".join(lines) + "\n").encode("utf-8"), PROMETHEUS_TYPE)
+
+    def on_status_page(self) -> Reply:
+        return http_reply(200, status_page.PAGE, HTML_TYPE)
+
+    def on_openapi(self) -> Reply:
+        return http_reply(200, openapi.DOCUMENT, JSON_TYPE)
 
     # -- helpers -------------------------------------------------------------------------------
 
