@@ -210,6 +210,10 @@ class Client:
     def stats(self) -> dict:
         return self._call("stats", [], read=True)
 
+    def partition_map(self) -> dict:
+        """The router's map: "masters" (host:port, in partition order) and its timeouts."""
+        return self._call("map", [], read=True)
+
     def mset(self, items: Union[Mapping[Optional[bytes], Value], Iterable[tuple]],
              w: Optional[Union[int, str]] = None) -> list[bytes]:
         """Store many items in one round trip; `items` maps key -> value, or is a sequence of

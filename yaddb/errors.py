@@ -96,3 +96,7 @@ class DataDirLocked(StorageError):
 
 class EngineClosed(StorageError):
     """The engine was closed, or stopped after a fatal I/O error."""
+
+
+class BadBackup(YaddbError):
+    """A backup file that is not one, is cut short or fails its checksums."""

@@ -24,7 +24,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from yaddb.placement import host_of, is_loopback
-from yaddb.transport.keys import ClusterKeys, load_client_pair, require_curve
+from yaddb.transport.keys import ClusterKeys, load_client_pair, load_keys, require_curve
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ class CurvePair:
         """A client's pair from a folder holding client-N.key_secret and member.key."""
         require_curve()
         return cls(*load_client_pair(directory))
+
+    @classmethod
+    def member_from_directory(cls, directory: str) -> "CurvePair":
+        """The members' own pair, from a cluster's keys folder (member.key_secret): for tools
+        that use a member's operations, such as `yaddb backup`."""
+        keys = load_keys(directory)
+        return cls(keys.member_public, keys.member_secret, keys.member_public)
 
     def secure_client(self, sock: zmq.Socket) -> None:
         sock.curve_serverkey = self.server_public
