@@ -12,6 +12,9 @@ import click
 
 from yaddb.cli.context import Context, Failed, concern_arg
 from yaddb.errors import YaddbError, YaddbTimeout
+from yaddb.progress import Progress
+
+PROGRESS_EVERY_S = 0.2
 
 
 @click.command()
@@ -54,11 +57,17 @@ def bench(ctx: Context, clients: int, requests: int, data_size: int, batch: int,
                     else:
                         client.mget(keys)
                     latencies.append(time.perf_counter() - started)
-        click.echo(_bench_line(test, batch, clients, *_run_clients(work, clients)))
+        progress = Progress(f"bench {test}", "calls")
+        try:
+            outcome = _run_clients(work, clients, lambda done: progress(done, calls))
+        finally:
+            progress.close()
+        click.echo(_bench_line(test, batch, clients, *outcome))
 
 
-def _run_clients(work, clients: int) -> tuple[list, float, list]:
-    """Run work(i, latencies) in `clients` threads; (latencies, seconds, errors)."""
+def _run_clients(work, clients: int, progress) -> tuple[list, float, list]:
+    """Run work(i, latencies) in `clients` threads, telling `progress` the calls done every
+    PROGRESS_EVERY_S; (latencies, seconds, errors)."""
     latencies: list = [[] for _ in range(clients)]
     errors: list = []
 
@@ -72,7 +81,9 @@ def _run_clients(work, clients: int) -> tuple[list, float, list]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            thread.join(PROGRESS_EVERY_S)
+            progress(sum(map(len, latencies)))
     return [x for part in latencies for x in part], time.perf_counter() - started, errors
 
 
@@ -106,28 +117,6 @@ def keygen(directory: str, clients: int) -> None:
     click.echo("Give every node and router --keys-dir with member.key and member.key_secret; "
                "give each client machine member.key and its own client-N.key and "
                "client-N.key_secret.", err=True)
-
-
-class Progress:
-    """A tqdm bar fed with (done, total) as work goes on; shown only when standard error is
-    a terminal (tqdm's disable=None), so pipes and logs get none."""
-
-    def __init__(self, description: str, unit: str, unit_scale: bool = False) -> None:
-        self._options = {"desc": description, "unit": unit, "unit_scale": unit_scale,
-                         "disable": None, "leave": False}
-        self._bar = None
-
-    def __call__(self, done: int, total) -> None:
-        from tqdm import tqdm  # only the commands with long work pay for the import
-        if self._bar is None:
-            self._bar = tqdm(total=total, **self._options)
-        if total is not None and total < done:  # a node's key count is an estimate
-            self._bar.total = done
-        self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 @click.command()

@@ -379,6 +379,11 @@ class Engine:
             self._failure = exc
             self._versions.changed.notify_all()
 
+    def keys_estimate(self) -> int:
+        """Keys held, counting versions not yet merged away (overwritten or deleted) too."""
+        mem, _, segments = self._versions.current()
+        return len(mem) + sum(s.entries for s in segments)
+
     def stats(self) -> dict:
         mem, frozen, segments = self._versions.current()
         key_filter = self._versions.key_filter

@@ -272,7 +272,7 @@ class NodeHandler:
         engine = self.engine.stats()
         return {
             "role": self.role,
-            "keys_estimate": engine["keys_on_disk"] + engine["memtable_entries"],
+            "keys_estimate": self.engine.keys_estimate(),
             "keys_estimate_note": "an estimate: counts overwritten and deleted versions not yet merged away",
             "segments": engine["segments"],
             "memtable_bytes": engine["memtable_bytes"],

@@ -6,7 +6,8 @@ Slaves ask over the master's request socket (ops of yaddb.transport.protocol):
     sync    [history or nil, applied, max_bytes] -> {"mode": "log", "batches": [[first, entries]..],
                                                      "more": bool, ...}
                                                  or {"mode": "snapshot", "cursor": id, "items":
-                                                     [[key, item]..], "done": bool, "seq": S, ...}
+                                                     [[key, item]..], "done": bool, "seq": S,
+                                                     "keys_estimate": N (for progress), ...}
     chunk   [cursor]                             -> {"items": [...], "done": bool}
     replica [address, history, applied, ready]   -> {"seq", "history", "pub_port", "forked_from"}
     values  [[key, ...]]                         -> {"seq", "items"}: items now, nil if absent
@@ -117,6 +118,7 @@ class ReplicationSource:
         self.snapshots_served += 1
         log.info("streaming a snapshot as of sequence %d to a slave", snapshot.seq)
         return {"mode": "snapshot", "seq": snapshot.seq, "cursor": cursor,
+                "keys_estimate": self.engine.keys_estimate(),
                 **self.chunk([cursor], max_bytes)}
 
     def chunk(self, args: list, max_bytes: Optional[int] = None) -> dict:

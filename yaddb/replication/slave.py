@@ -30,6 +30,7 @@ from yaddb.placement import host_of
 from yaddb.replication import rollback
 from yaddb.replication.messages import HEARTBEAT_S, check_entries, decode_published
 from yaddb.replication.state import ReplicationState, load_state, save_state
+from yaddb.progress import Progress
 from yaddb.transport.client_conn import Connection
 from yaddb.transport.sockets import Secure, subscriber_socket
 
@@ -286,9 +287,27 @@ class Replica:
         self.state = ReplicationState(None, 0, self.state.master, former=self.state.former)
         save_state(self.data_dir, self.state)
         compare = self._roll_back(answer)
+        # A bar on the node's standard error when that is a terminal; the log has the rest.
+        progress = Progress(f"full sync from {self.state.master}")
+        try:
+            kept = self._load_chunks(conn, answer, compare, progress)
+        finally:
+            progress.close()
+        if compare is not None and not kept:
+            log.info("no key here differed from %s's snapshot: nothing to roll back",
+                     self.state.master)
+        self.engine.advance_sequence(answer["seq"])  # the master's next write numbers on
+        self.state = ReplicationState(answer["history"], answer["seq"], self.state.master)
+        self._save_position()  # the rollback files are durable: the former lineage goes
+        self._replace_data = False
+
+    def _load_chunks(self, conn: Connection, answer: dict, compare: Optional[tuple[int, str]],
+                     progress: Progress) -> int:
+        """Write the snapshot's chunks over our data; how many of our writes were kept aside."""
         kept = 0
         after: Optional[bytes] = None  # the last key of the previous chunk
         chunk = answer
+        received = 0
         while True:
             items = chunk["items"]
             if not check_entries(items) or any(value is None for _, value in items):
@@ -302,17 +321,12 @@ class Replica:
                 kept += self._keep_aside(rollback.differences(ours, items), False, *compare)
             stale = [(key, None) for key, _ in ours if key not in incoming]
             self.engine.write_batch([(key, value) for key, value in items] + stale, sync=False)
+            received += len(items)
+            progress(received, answer.get("keys_estimate"))
             if chunk["done"]:
-                break
+                return kept
             after = upto
             chunk = conn.call("chunk", [answer["cursor"]])
-        if compare is not None and not kept:
-            log.info("no key here differed from %s's snapshot: nothing to roll back",
-                     self.state.master)
-        self.engine.advance_sequence(answer["seq"])  # the master's next write numbers on
-        self.state = ReplicationState(answer["history"], answer["seq"], self.state.master)
-        self._save_position()  # the rollback files are durable: the former lineage goes
-        self._replace_data = False
 
     def _rejoin(self, conn: Connection, forked_from: object) -> None:
         """A former master whose logs hold every write it took past the new master's fork:
