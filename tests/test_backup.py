@@ -185,3 +185,13 @@ def test_a_keyed_cluster_backs_up_by_partition_and_a_slave_is_not_a_source(tmp_p
     assert sorted(restored) == sorted(b"item%d" % n for n in range(300))
     one_line_failure(yaddb("--keys-dir", keys, "backup", "--node", slaves[0],
                            str(out / "slave")), "slave", "master")
+
+    # As README says: restore each partition into a new one-command cluster's data dir.
+    for index, name in enumerate(files):
+        assert yaddb("restore", str(out / "all" / name),
+                     str(tmp_path / "data2" / f"partition-{index}")).returncode == 0
+    router.close()
+    second = processes.router(tmp_path / "data2").wait_ready()
+    with Client(second.endpoint) as client:
+        items = client.mget([b"item%d" % n for n in range(300)])
+    assert [item and item.value for item in items] == [b"%d" % n for n in range(300)]
