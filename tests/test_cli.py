@@ -57,6 +57,12 @@ def test_an_unreachable_endpoint_says_so_in_one_line(tmp_path):
     gone = yaddb("-e", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.3", "ping")
     assert gone.returncode == 1 and gone.stderr.count(b"\n") == 1
     assert b"could not connect" in gone.stderr and b"Traceback" not in gone.stderr
+    for garbage in (("-e", "garbage", "ping"), ("-e", "tcp://nohost", "get", "k"),
+                    ("backup", "--node", "nohost", str(tmp_path / "b")),
+                    ("backup", "--node", "127.0.0.1:99999", str(tmp_path / "b"))):
+        refused = yaddb(*garbage)
+        assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1, refused.stderr
+        assert b"host:port" in refused.stderr.lower() and b"Traceback" not in refused.stderr
 
 
 def test_stats_as_a_table_and_as_json_and_options_from_the_environment(cluster):

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 from yaddb.backup.format import end_frame, header_frame, items_frame
 from yaddb.durable import fsync_dir
 from yaddb.errors import BadBackup, NotMaster
+from yaddb.placement import parse_address
 from yaddb.transport.client_conn import Connection
 from yaddb.transport.sockets import Secure
 
@@ -33,6 +34,7 @@ def take_backup(node: str, path: str, *, timeout: float = 10.0, secure: Secure =
                 progress: Optional[Progress] = None, note: Optional[dict] = None) -> dict:
     """Stream the master at `node` (host:port) into the file `path`; returns the header
     written (with "seq", the sequence number the backup is as of) and "items", the count."""
+    parse_address(node)  # BadAddress says what is wrong
     if os.path.exists(path):
         raise BadBackup(f"{path} exists; a backup never replaces a file: name another")
     conn = Connection(f"tcp://{node}", timeout, secure=secure)

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import zmq
 
 from yaddb.limits import max_message_bytes
+from yaddb.placement import BadAddress
 
 # Applied before a bind or connect: CURVE keys and the ZAP domain (transport/curve.py), or
 # nothing for a plain socket.
@@ -56,7 +57,12 @@ def client_socket(ctx: zmq.Context, endpoint: str, secure: Secure = None) -> zmq
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
     sock.setsockopt(zmq.CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    sock.connect(endpoint)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise BadAddress(f"cannot connect to {endpoint[:80]!r} ({exc.strerror}); an endpoint "
+                         f"is tcp://HOST:PORT") from None
     return sock
 
 
