@@ -6,11 +6,11 @@ slave's lag, and the request counters by endpoint, method and status.
 Every process is registered with the `processes` fixture as it starts, so teardown stops it
 even when the test fails before it answered.
 """
-import re
 from collections import Counter
 from typing import NamedTuple
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from yaddb.placement import partition_for
 from tests.helpers import NodeProcess, RouterProcess, wait_for
@@ -19,8 +19,6 @@ from tests.http_edge.conftest import ITEM, HttpCaller, put, query
 PARTITIONS = 2
 KEYS = [b"edge-cluster-%02d" % i for i in range(16)]
 SETTLE_S = 90.0  # generous: the machine is shared, and the router polls each node once a second
-SAMPLE = re.compile(r"([a-z_]+)(?:\{(.*)\})? (\S+)")
-LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
 
 
 class CountingCaller(HttpCaller):
@@ -47,16 +45,15 @@ class Cluster(NamedTuple):
         return self.http.call("GET", "/stats").json()
 
     def metrics(self) -> dict:
-        """/metrics as {(name, frozenset of (label, value)): value}."""
+        """/metrics, parsed by prometheus_client, as {(name, frozenset of (label, value)): value}."""
         reply = self.http.call("GET", "/metrics")
         assert reply.status == 200, reply.body[:300]
         samples = {}
-        for line in reply.body.decode().splitlines():
-            if line and not line.startswith("#"):
-                match = SAMPLE.fullmatch(line)
-                assert match, line
-                labels = frozenset(LABEL.findall(match.group(2) or ""))
-                samples[(match.group(1), labels)] = float(match.group(3))
+        for family in text_string_to_metric_families(reply.body.decode()):
+            for sample in family.samples:
+                key = (sample.name, frozenset(sample.labels.items()))
+                assert key not in samples, f"{key} twice"
+                samples[key] = sample.value
         return samples
 
 
@@ -67,6 +64,22 @@ def series(samples: dict, name: str) -> dict:
 
 def labels(**values) -> frozenset:
     return frozenset((name, str(value)) for name, value in values.items())
+
+
+def node_gauges(stats: dict) -> dict:
+    """/stats' partitions as the node gauges /metrics should show: {(name, labels): value}."""
+    gauges = {}
+    for part in stats["partitions"]:
+        nodes = [(part["master"], "master", part)]
+        nodes += [(copy["address"], "slave", copy) for copy in part["slaves"]]
+        for address, role, fields in nodes:
+            at = labels(partition=part["index"], node=address, role=role)
+            gauges[("yaddb_node_up", at)] = float(fields["alive"])
+            if fields.get("keys") is not None:
+                gauges[("yaddb_node_keys", at)] = fields["keys"]
+            if role == "slave" and fields.get("lag") is not None:
+                gauges[("yaddb_replication_lag", at)] = fields["lag"]
+    return gauges
 
 
 @pytest.fixture
@@ -131,6 +144,10 @@ def test_stats_and_metrics_report_what_was_written_and_asked(cluster):
     # /metrics: the same figures, and the counters of every request before this one.
     asked = Counter(http.counts)
     samples = cluster.metrics()
+    gauges = {key: value for key, value in samples.items()
+              if key[0] in ("yaddb_node_up", "yaddb_node_keys", "yaddb_replication_lag")}
+    assert gauges == node_gauges(doc), "every node's up, keys and lag as /stats has them"
+    assert len(gauges) == 3 + 3 + 1
     nodes = [(0, masters[0].address, "master"), (0, slave.address, "slave"),
              (1, masters[1].address, "master")]
     node_keys = [expected[0], expected[0], expected[1]]

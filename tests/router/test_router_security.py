@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 import zmq
+from prometheus_client.parser import text_string_to_metric_families
 
 from yaddb import Client
 from yaddb.router.server import RouterServer
@@ -60,9 +61,10 @@ def test_the_one_command_cluster_makes_keys_and_keeps_its_nodes_to_itself(tmp_pa
         counted = sum(p.get("refused", {}).get("handshake", 0) for p in stats["partitions"])
         with urllib.request.urlopen(f"{router.url}/metrics", timeout=10) as answer:
             metrics = answer.read().decode()
-        lines = [line for line in metrics.splitlines()
-                 if line.startswith("yaddb_refused_total{") and 'reason="handshake"' in line]
-        return counted >= len(masters) and sum(float(l.split()[-1]) for l in lines) == counted
+        handshakes = [sample.value for family in text_string_to_metric_families(metrics)
+                      for sample in family.samples if sample.name == "yaddb_refused_total"
+                      and sample.labels["reason"] == "handshake"]
+        return counted >= len(masters) and sum(handshakes) == counted
     wait_for(refusals_reported, "the nodes' refusals in /stats and /metrics, agreeing", 30)
 
 

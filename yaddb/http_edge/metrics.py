@@ -1,11 +1,14 @@
-"""Request accounting of the HTTP edge, and the Prometheus text format (0.0.4) of /metrics.
+"""Request accounting of the HTTP edge, and /metrics through prometheus_client.
 
-Written by hand: two metric families of our own plus three gauges read from the router's
-status, which does not justify a dependency.
+Each app has a registry of its own (`edge_registry`; never the library's global one, so several
+apps in one process do not mix), read at scrape time by one custom collector (`EdgeCollector`)
+and the library's ProcessCollector; the text is the library's (`exposition`: the 0.0.4 text
+format, or what the scraper's Accept header asks for, OpenMetrics included).
 
     yaddb_http_requests_total{endpoint, method, status}              counter
     yaddb_http_request_duration_seconds{endpoint, status}            histogram
-    yaddb_router_status_ok                                           gauge (set by the app)
+    yaddb_router_status_ok                                           gauge, 1 if the router's
+                                                                     status could be read
     yaddb_node_up{partition, node, role}                             gauge, 1 or 0
     yaddb_replication_lag{partition, node, role="slave"}             gauge, in writes
     yaddb_node_keys{partition, node, role}                           gauge
@@ -13,6 +16,13 @@ status, which does not justify a dependency.
         peers and requests a node (or node="router", the router's front) refused, by reason:
         handshake (no key, not ZeroMQ), unknown_key, not_permitted (a client key asking
         for a member's operation)
+    process_*                                                        the edge's process (the
+        router's): CPU seconds, resident and virtual memory, open and max fds, start time
+
+The request figures are our own `Counts` (one lock, a few list additions per request: about a
+fifth of the library's Counter + Histogram, and /stats reads the same snapshot); the collector
+turns a snapshot into families at scrape time. The cluster's figures come from the router's
+status, read once per scrape, as /stats shows it: the two endpoints read the same numbers.
 
 `endpoint` is one of the edge's paths or "other" and `method` one of the usual methods or
 "OTHER", so what a client sends cannot grow the number of series.
@@ -22,10 +32,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Iterable, Optional
+from bisect import bisect_left
+from typing import Any, Callable, Iterable, Iterator, Optional
 
-__all__ = ["Counts", "http_metrics", "cluster_metrics", "node_name", "endpoint_label",
-           "method_label", "LATENCY_BUCKETS"]
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["Counts", "EdgeCollector", "edge_registry", "exposition", "http_families",
+           "cluster_families", "node_name", "endpoint_label", "method_label", "LATENCY_BUCKETS"]
 
 KNOWN_PATHS = frozenset({"/ping", "/set", "/query", "/delete", "/subscribe", "/stats", "/metrics",
                          "/", "/openapi.json"})
@@ -33,7 +50,6 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 # Upper bounds (seconds) of the latency histogram's buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
-
 
 
 class Counts:
@@ -46,12 +62,7 @@ class Counts:
         self._series: dict[tuple[str, str, int], list] = {}
 
     def record(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        index = 0
-        for index, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                break
-        else:
-            index = len(LATENCY_BUCKETS)
+        index = bisect_left(LATENCY_BUCKETS, seconds)  # the first bucket with seconds <= bound
         key = (endpoint, method, status)
         with self._lock:
             series = self._series.get(key)
@@ -75,29 +86,16 @@ def method_label(method: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Prometheus text format 0.0.4, written by hand (a few counters and one histogram)
+# The figures as Prometheus metric families, made at scrape time
 # ---------------------------------------------------------------------------------------------
 
-def _label_value(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(**labels: Any) -> str:
-    return "{" + ",".join(f'{name}="{_label_value(value)}"' for name, value in labels.items()) + "}"
-
-
-def _number(value: Any) -> Optional[str]:
-    """A sample value, or None for something that is not a number."""
+def _value(value: Any) -> Optional[float]:
+    """A sample value, or None for something that is not a number (a None the router has not
+    heard yet, a string)."""
     if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
     return None
 
 
@@ -143,69 +141,104 @@ def partition_nodes(partition: dict) -> Iterable[tuple[str, str, dict]]:
         yield name, "slave", fields
 
 
-def _refused(node: str, counts: Any) -> list[str]:
-    if not isinstance(counts, dict):
-        return []
-    return [f"yaddb_refused_total{_labels(node=node, reason=reason)} {_number(count)}"
-            for reason, count in sorted(counts.items()) if _number(count) is not None]
+def _add_refused(family: CounterMetricFamily, node: str, counts: Any) -> None:
+    if isinstance(counts, dict):
+        for reason, count in sorted(counts.items()):
+            if _value(count) is not None:
+                family.add_metric([node, str(reason)], _value(count))
 
 
-def cluster_metrics(status: dict) -> list[str]:
-    up, lag, keys = [], [], []
-    refused = _refused("router", status.get("refused")) if isinstance(status, dict) else []
-    partitions = status.get("partitions") if isinstance(status, dict) else None
+def cluster_families(status: Any) -> list[Metric]:
+    """yaddb_node_up, yaddb_replication_lag, yaddb_node_keys and yaddb_refused_total from the
+    router's status (anything not a status dict gives the families with no samples)."""
+    roles = ["partition", "node", "role"]
+    up = GaugeMetricFamily("yaddb_node_up", "1 if the router reaches the node, 0 if not.",
+                           labels=roles)
+    lag = GaugeMetricFamily("yaddb_replication_lag", "How far a slave is behind its master, in "
+                            "writes (write-log sequence numbers).", labels=roles)
+    keys = GaugeMetricFamily("yaddb_node_keys", "Keys a node holds, as the node last reported.",
+                             labels=roles)
+    refused = CounterMetricFamily("yaddb_refused_total", "Peers and requests refused for want of "
+                                  "the right CURVE key, by node (or the router) and reason.",
+                                  labels=["node", "reason"])
+    status = status if isinstance(status, dict) else {}
+    _add_refused(refused, "router", status.get("refused"))
+    partitions = status.get("partitions")
     for position, partition in enumerate(partitions if isinstance(partitions, list) else []):
         if not isinstance(partition, dict):
             continue
-        index = partition.get("index", position)
+        index = str(partition.get("index", position))
         for name, role, fields in partition_nodes(partition):
-            labels = _labels(partition=index, node=name, role=role)
-            alive = _number(fields.get("alive"))
-            if alive is not None:
-                up.append(f"yaddb_node_up{labels} {alive}")
-            if role == "slave" and _number(fields.get("lag")) is not None:
-                lag.append(f"yaddb_replication_lag{labels} {_number(fields['lag'])}")
-            if _number(fields.get("keys")) is not None:
-                keys.append(f"yaddb_node_keys{labels} {_number(fields['keys'])}")
-            refused += _refused(name, fields.get("refused"))
-    lines = ["# HELP yaddb_node_up 1 if the router reaches the node, 0 if not.",
-             "# TYPE yaddb_node_up gauge", *up,
-             "# HELP yaddb_replication_lag How far a slave is behind its master, in writes "
-             "(write-log sequence numbers).",
-             "# TYPE yaddb_replication_lag gauge", *lag,
-             "# HELP yaddb_node_keys Keys a node holds, as the node last reported.",
-             "# TYPE yaddb_node_keys gauge", *keys,
-             "# HELP yaddb_refused_total Peers and requests refused for want of the right "
-             "CURVE key, by node (or the router) and reason.",
-             "# TYPE yaddb_refused_total counter", *refused]
-    return lines
+            labels = [index, name, role]
+            if _value(fields.get("alive")) is not None:
+                up.add_metric(labels, _value(fields["alive"]))
+            if role == "slave" and _value(fields.get("lag")) is not None:
+                lag.add_metric(labels, _value(fields["lag"]))
+            if _value(fields.get("keys")) is not None:
+                keys.add_metric(labels, _value(fields["keys"]))
+            _add_refused(refused, name, fields.get("refused"))
+    return [up, lag, keys, refused]
 
 
-def http_metrics(series: dict[tuple[str, str, int], list]) -> list[str]:
-    lines = ["# HELP yaddb_http_requests_total HTTP requests answered by the edge, by endpoint, "
-             "method and status.",
-             "# TYPE yaddb_http_requests_total counter"]
-    for (endpoint, method, status), data in sorted(series.items()):
-        lines.append(f"yaddb_http_requests_total"
-                     f"{_labels(endpoint=endpoint, method=method, status=status)} {data[0]}")
+_BUCKET_NAMES = [floatToGoString(bound) for bound in LATENCY_BUCKETS + (math.inf,)]
+
+
+def http_families(series: dict[tuple[str, str, int], list]) -> list[Metric]:
+    """yaddb_http_requests_total and yaddb_http_request_duration_seconds from a snapshot of
+    `Counts` (the histogram merges the methods of an endpoint and status)."""
+    requests = CounterMetricFamily("yaddb_http_requests_total", "HTTP requests answered by the "
+                                   "edge, by endpoint, method and status.",
+                                   labels=["endpoint", "method", "status"])
     latency: dict[tuple[str, int], list] = {}
-    for (endpoint, _method, status), data in series.items():
+    for (endpoint, method, status), data in sorted(series.items()):
+        requests.add_metric([endpoint, method, str(status)], data[0])
         merged = latency.setdefault((endpoint, status), [0] * len(data))
         for i, value in enumerate(data):
             merged[i] += value
-    lines += ["# HELP yaddb_http_request_duration_seconds Time from receiving a request to "
-              "returning its reply to the WSGI server, by endpoint and status.",
-              "# TYPE yaddb_http_request_duration_seconds histogram"]
+    duration = HistogramMetricFamily("yaddb_http_request_duration_seconds", "Time from receiving "
+                                     "a request to returning its reply to the WSGI server, by "
+                                     "endpoint and status.", labels=["endpoint", "status"])
     for (endpoint, status), data in sorted(latency.items()):
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS + (math.inf,), data[2:]):
+        cumulative, buckets = 0, []
+        for name, count in zip(_BUCKET_NAMES, data[2:]):
             cumulative += count
-            le = "+Inf" if math.isinf(bound) else repr(bound)
-            lines.append(f"yaddb_http_request_duration_seconds_bucket"
-                         f"{_labels(endpoint=endpoint, status=status, le=le)} {cumulative}")
-        labels = _labels(endpoint=endpoint, status=status)
-        lines.append(f"yaddb_http_request_duration_seconds_sum{labels} {data[1]!r}")
-        lines.append(f"yaddb_http_request_duration_seconds_count{labels} {data[0]}")
-    return lines
+            buckets.append((name, cumulative))
+        duration.add_metric([endpoint, str(status)], buckets, data[1])
+    return [requests, duration]
 
 
+class EdgeCollector:
+    """The edge's own families for a registry, made on each scrape: the request counts, whether
+    the router's status could be read, and the cluster's gauges and counters from it.
+
+    `status` returns the router's status (the dict /stats shows) and raises when it cannot:
+    yaddb_router_status_ok is then 0 and the cluster's families have no samples."""
+
+    def __init__(self, counts: Counts, status: Callable[[], Any]) -> None:
+        self.counts = counts
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        yield from http_families(self.counts.snapshot())
+        try:
+            status, ok = self.status(), 1.0
+        except Exception:  # the provider's failure is the provider's to log; the scrape goes on
+            status, ok = None, 0.0
+        yield GaugeMetricFamily("yaddb_router_status_ok", "1 if the router's cluster view could "
+                                "be read for this scrape.", value=ok)
+        yield from cluster_families(status)
+
+
+def edge_registry(counts: Counts, status: Callable[[], Any]) -> CollectorRegistry:
+    """A registry of one app's own: its EdgeCollector, and the process's CPU, memory and fds."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EdgeCollector(counts, status))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: Optional[str]) -> tuple[bytes, str]:
+    """(body, Content-Type) of a scrape: the text format 0.0.4 by default, OpenMetrics or text
+    1.0.0 when the Accept header asks for it (as Prometheus itself does)."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -17,12 +17,12 @@ import bottle
 from yaddb.client import Client
 from yaddb.errors import NotMaster, Unavailable, YaddbError
 from yaddb.http_edge import openapi, status_page
-from yaddb.http_edge.messages import (HTML_TYPE, JSON_TYPE, PROMETHEUS_TYPE, SMALL_BODY_BYTES,
+from yaddb.http_edge.messages import (HTML_TYPE, JSON_TYPE, SMALL_BODY_BYTES,
                                       TEXT_TYPE, Reply,
                                       error_reply, hex_key, http_reply, item_json, json_object,
                                       key_from_body, not_found, ok_json, set_fields,
                                       subscribe_fields, value_bytes)
-from yaddb.http_edge.metrics import Counts, cluster_metrics, http_metrics, node_name
+from yaddb.http_edge.metrics import Counts, edge_registry, exposition, node_name
 from yaddb.http_edge.statuses import database_error, error_status, json_error_handler
 from yaddb.item import encode_item, key_for
 from yaddb.limits import check_write_concern
@@ -84,6 +84,8 @@ class Endpoints:
         self.max_body_bytes = max_body_bytes
         self.subscriber = subscriber
         self.counts = counts
+        # This app's own registry, reading the counts and the router's status when scraped.
+        self.metrics_registry = edge_registry(counts, self._status)
 
     def bottle_app(self) -> bottle.Bottle:
         """A plain Bottle app with the routes, and JSON for the errors Bottle raises itself.
@@ -178,20 +180,8 @@ class Endpoints:
         return ok_json(doc)
 
     def on_metrics(self) -> Reply:
-        try:
-            status = self._status()
-        except Reply:
-            status = {}
-            scrape_ok = 0
-        else:
-            scrape_ok = 1
-        lines = http_metrics(self.counts.snapshot())
-        lines += ["# HELP yaddb_router_status_ok 1 if the router's cluster view could be read "
-                  "for this scrape.",
-                  "# TYPE yaddb_router_status_ok gauge",
-                  f"yaddb_router_status_ok {scrape_ok}"]
-        lines += cluster_metrics(status)
-        return http_reply(200, ("\n".join(lines) + "\n").encode("utf-8"), PROMETHEUS_TYPE)
+        body, content_type = exposition(self.metrics_registry, bottle.request.get_header("Accept"))
+        return http_reply(200, body, content_type)
 
     def on_status_page(self) -> Reply:
         return http_reply(200, status_page.PAGE, HTML_TYPE)
@@ -234,4 +224,7 @@ def _write_concern() -> Optional[Any]:
     """The request's `?w=` (1, a number of members, majority or all), or None for the
     client's default; BadRequest (400) for anything else."""
     w = bottle.request.query.getunicode("w")
+    if w is None and "w" in bottle.request.query:  # getunicode's None: not UTF-8
+        raise error_reply(400, "w is not UTF-8 text; it must be a number of members, "
+                               "majority or all")
     return None if w is None else check_write_concern(w)
