@@ -8,7 +8,7 @@ import pytest
 
 from yaddb.errors import BadRequest, ValueTooLarge
 from yaddb.http_edge.app import default_max_body_bytes, make_app
-from yaddb.item import encode_item
+from yaddb.item import encode_item, key_for
 from tests.http_edge.conftest import ITEM, MAX_VALUE, put, query
 
 
@@ -69,6 +69,18 @@ def test_set_other_bad_fields(edge):
     assert "limit is 255" in put(edge, {**ITEM, "content_type": "é" * 128, "value": "v"}).error(400)
     assert "not valid base64" in put(edge, {**ITEM, "value": "!!", "value_encoding": "base64"}).error(400)
     assert "value_encoding" in put(edge, {**ITEM, "value": "v", "value_encoding": "hex"}).error(400)
+
+
+@pytest.mark.parametrize("w, words", [
+    ("0", "w must be"), ("some", "w must be"),
+    # not UTF-8: was taken as no ?w= at all, so the write went on with the default w=1
+    ("%ff", "not UTF-8"),
+])
+def test_a_bad_write_concern_is_400_and_nothing_is_stored(edge, w, words):
+    value = f"written with ?w={w}"
+    reply = edge.call("PUT", f"/set?w={w}", json.dumps({**ITEM, "value": value}), "application/json")
+    assert words in reply.error(400)
+    assert query(edge, key_for(value.encode()).hex()).status == 404
 
 
 def test_set_oversized_value_is_413_and_not_stored(edge, node):

@@ -14,6 +14,10 @@ from yaddb.http_edge.app import make_app
     ({"ip": "127.0.0.1"}, "missing field(s): port"),
     ({"ip": 5, "port": 7000}, '"ip" must be a string'),
     ({"ip": "", "port": 7000}, "host name or address"),
+    # a lone surrogate reached the subscriber, whose address could not be encoded: a 500
+    ({"ip": "\ud800", "port": 7000}, "host name or address"),
+    ({"ip": "a\x00b", "port": 7000}, "host name or address"),
+    ({"ip": "127.0.0.1", "port": 7000, "master": "\ud800:7000"}, "host:port"),
     ({"ip": "127.0.0.1", "port": 0}, "port number"),
     ({"ip": "127.0.0.1", "port": 70000}, "port number"),
     ({"ip": "127.0.0.1", "port": "x"}, "port number"),

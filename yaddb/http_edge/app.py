@@ -17,7 +17,10 @@ Endpoints (CONTRACT section 4); every error is JSON `{"error": "<message for a p
     POST   /subscribe  JSON {"ip": str, "port": int [, "master": "host:port"]}
                        -> 200 "Subscribed" (text/plain); 400, 418, 503
     GET    /stats      200 JSON: the router's view (status_provider) plus "http_edge" counts
-    GET    /metrics    200 Prometheus text format 0.0.4
+    GET    /metrics    200 Prometheus text format 0.0.4 (OpenMetrics when Accept asks for it),
+                       written by prometheus_client (metrics.py)
+    GET    /           200 the status page (HTML polling /stats; status_page.html)
+    GET    /openapi.json  200 this list as an OpenAPI 3.0.3 document (openapi.py)
 
 With a token (`--http-token`), every endpoint but /ping needs `Authorization: Bearer TOKEN`;
 anything else gets 401 before the request is looked at further (CONTRACT section 8).

@@ -18,9 +18,9 @@ SMALL_BODY_BYTES = 64 << 10      # /query, /delete, /subscribe: a key or a small
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ENDPOINTS = (("GET", "/ping"), ("PUT", "/set"), ("POST", "/query"), ("DELETE", "/delete"),
-             ("POST", "/subscribe"), ("GET", "/stats"), ("GET", "/metrics"))
+             ("POST", "/subscribe"), ("GET", "/stats"), ("GET", "/metrics"), ("GET", "/"),
+             ("GET", "/openapi.json"))
 SET_FIELDS = ("key", "content_type", "encoding", "value", "value_encoding")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _STATUS_TEXT = {code: text for code, text in bottle.HTTP_CODES.items()}
@@ -286,13 +286,17 @@ def subscribe_fields(doc: dict) -> tuple[str, int, Optional[str]]:
     ip = doc["ip"]
     if not isinstance(ip, str):
         raise error_reply(400, f'"ip" must be a string, not a JSON {json_kind(ip)}')
-    if not ip.strip() or len(ip) > 253 or any(ch.isspace() for ch in ip):
+    # isprintable: no control characters and no lone surrogate (JSON's "\ud800"), which the
+    # node's address could not be encoded with (found fuzzing the edge, issue 12)
+    if not ip.strip() or len(ip) > 253 or any(ch.isspace() for ch in ip) or not ip.isprintable():
         raise error_reply(400, f'"ip" must be a host name or address, not {ip[:80]!r}')
     port = port_number(doc["port"], '"port"')
     master = doc.get("master")
     if master is not None:
         if not isinstance(master, str):
             raise error_reply(400, f'"master" must be a "host:port" string, not a JSON {json_kind(master)}')
+        if not master.isprintable():
+            raise error_reply(400, f'"master" must be a "host:port" string, not {master[:80]!r}')
         try:
             host, master_port = parse_address(master)
         except BadAddress as exc:
