@@ -33,7 +33,7 @@ def check_key(key: object) -> bytes:
 def check_write_concern(w: object) -> "int | str":
     """A write concern as given (1, 2, ... members, "majority" or "all"; digits in text are a
     number), or BadRequest saying what is wrong."""
-    if isinstance(w, str) and w.strip().isdigit():
+    if isinstance(w, str) and w.strip().isascii() and w.strip().isdigit():
         w = int(w)
     if isinstance(w, str) and w.strip().lower() in WRITE_CONCERNS:
         return w.strip().lower()

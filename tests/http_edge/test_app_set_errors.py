@@ -75,6 +75,8 @@ def test_set_other_bad_fields(edge):
     ("0", "w must be"), ("some", "w must be"),
     # not UTF-8: was taken as no ?w= at all, so the write went on with the default w=1
     ("%ff", "not UTF-8"),
+    # digits of another script: int() reads them, but a concern is ASCII digits
+    ("%D9%A1", "w must be"),
 ])
 def test_a_bad_write_concern_is_400_and_nothing_is_stored(edge, w, words):
     value = f"written with ?w={w}"

@@ -30,7 +30,7 @@ def key_arg(text: str, as_hex: bool) -> bytes:
 
 def concern_arg(w: str):
     """-w as the client takes it: a number of members, or majority / all (checked there)."""
-    return int(w) if w.isdigit() else w
+    return int(w) if w.isascii() and w.isdigit() else w
 
 
 class Context:
