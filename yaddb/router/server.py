@@ -169,8 +169,10 @@ class RouterServer:
                         self._drain(sock, lambda message: self._from_node(front, link, message))
                 now = time.monotonic()
                 self._expire(front, now)
-                if self._failover is not None and now >= next_tick:  # not on every turn:
-                    self._failover.tick(now)           # leases run in half-seconds
+                if now >= next_tick:  # not on every turn:
+                    self._check_connections()
+                    if self._failover is not None:
+                        self._failover.tick(now)       # leases run in half-seconds
                     next_tick = now + TICK_S
                 if now >= next_status:
                     self._ask_status(now)
@@ -409,6 +411,16 @@ class RouterServer:
             try:  # not in _pending: a missing answer only ages last_reply
                 _send(link.sock, INTERNAL, encode_request(request_id, "stats", []))
             except zmq.Again:
+                link.alive = False
+
+    def _check_connections(self) -> None:
+        """A slave whose connection is gone is down now, not at the next status round: one the
+        supervisor restarts within a round would never be seen down, as a slave may get no
+        request but those rounds. (IMMEDIATE: a DEALER with no connected peer is not writable;
+        a full queue also counts, as in _forward.) A master is left to the requests it gets,
+        which retry a read elsewhere when its send fails."""
+        for link in self._links.values():
+            if link.alive and link.role == "slave" and not link.sock.poll(0, zmq.POLLOUT):
                 link.alive = False
 
     def _count(self, what: str) -> None:
