@@ -89,6 +89,11 @@ def test_bench_times_sets_and_gets_and_really_writes(cluster):
     batched = yaddb(*e, "bench", "-n", "300", "-P", "100", "-d", "3", "-t", "set")
     assert batched.stdout.decode().startswith("MSET of 100: ") and "3 calls" in batched.stdout.decode()
     assert yaddb(*e, "get", "bench:299").stdout == b"x" * 3
+    # Every subcommand's options from YADDB_<COMMAND>_<OPTION> too (click's auto_envvar_prefix).
+    from_env = yaddb(env=child_env(YADDB_ENDPOINT=cluster.endpoint, YADDB_BENCH_REQUESTS="40",
+                                   YADDB_BENCH_TESTS="set", YADDB_BENCH_DATA_SIZE="5"), *["bench"])
+    assert from_env.stdout.decode().startswith("SET: ") and "40 calls" in from_env.stdout.decode()
+    assert yaddb(*e, "get", "bench:39").stdout == b"x" * 5
     refused = yaddb(*e, "bench", "-t", "set,scan")
     assert refused.returncode == 1 and b"scan" in refused.stderr and refused.stderr.count(b"\n") == 1
 

@@ -20,7 +20,8 @@ from yaddb.cli.context import (DEFAULT_ENDPOINT, NO_SUCH_KEY, Context, Failed, c
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
+                             "auto_envvar_prefix": "YADDB"})
 @click.option("--endpoint", "-e", default=DEFAULT_ENDPOINT, envvar="YADDB_ENDPOINT", show_envvar=True,
               help="the router's native front (or a node's port)")
 @click.option("--keys-dir", envvar="YADDB_KEYS_DIR", show_envvar=True,
@@ -35,7 +36,10 @@ __all__ = ["main"]
 @click.pass_context
 def main(click_ctx: click.Context, endpoint: str, keys_dir: Optional[str], timeout: float,
          url: Optional[str], http_token: Optional[str]) -> None:
-    """YADDB's command-line client and tools. Keys are text unless --hex is given."""
+    """YADDB's command-line client and tools. Keys are text unless --hex is given.
+
+    Every option of a command may also come from YADDB_<COMMAND>_<OPTION>, such as
+    YADDB_BENCH_CLIENTS=8 or YADDB_BACKUP_NODE=HOST:PORT."""
     click_ctx.obj = Context(endpoint, keys_dir, timeout, url, http_token)
     click_ctx.call_on_close(click_ctx.obj.close)
 
