@@ -7,7 +7,8 @@ from typing import Iterable, Mapping, Optional, Union
 
 import zmq
 
-from yaddb.errors import BadRequest, NotApplied, NotMaster, YaddbError, YaddbTimeout
+from yaddb.errors import (BadRequest, NotApplied, NotMaster, SecurityError, YaddbError,
+                          YaddbTimeout)
 from yaddb.item import Item, decode_item, encode_item, key_for
 from yaddb.limits import (DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key,
                           check_write_concern, max_message_bytes)
@@ -38,6 +39,19 @@ def _reachable(endpoint: str, masters: list[str]) -> bool:
     return not any(is_loopback(host_of(master)) for master in masters)
 
 
+def _local_keys(endpoint: str, keys_dir: object) -> Optional[CurvePair]:
+    """A client key from the folder a router on loopback names in its map, when this process
+    may read one there: on one machine the files' permissions are the boundary (the keys
+    are 0600), as a Unix socket's are for Redis. None otherwise."""
+    if not isinstance(keys_dir, str) or not (endpoint.startswith("tcp://")
+                                             and is_loopback(host_of(endpoint))):
+        return None
+    try:
+        return CurvePair.from_directory(keys_dir)
+    except SecurityError:
+        return None
+
+
 class Client:
     """A connection to YADDB.
 
@@ -59,9 +73,11 @@ class Client:
     through the router. It stays with the router when the map names loopback masters and the
     router is not on loopback (nodes this machine cannot reach), or with direct=False.
     With `keys` (a folder holding a client key and the cluster's member.key, or a
-    CurvePair) the client speaks CURVE to a router that needs it and to the masters; a
-    client without keys goes through the router when the masters need keys (the map says
-    so), as against the one-command cluster (CONTRACT.md section 8).
+    CurvePair) the client speaks CURVE to a router that needs it and to the masters. A
+    client without keys, when the masters need keys (the map says so), takes a client key
+    from the folder a router on loopback names in its map if this process may read it (the
+    one-command cluster's DATA_DIR/keys, to its own user), and otherwise goes through the
+    router (CONTRACT.md section 8).
     A Client may be shared by threads (calls take turns under a lock); for parallel requests
     give each thread its own Client.
     """
@@ -149,7 +165,10 @@ class Client:
             if not _reachable(self.endpoint, masters):
                 raise BadRequest("the masters listen on loopback, the router does not")
             if answer.get("keys_required") and self._keys is None:
-                raise BadRequest("the masters take CURVE clients only, and this client has no keys")
+                self._keys = _local_keys(self.endpoint, answer.get("keys_dir"))
+                if self._keys is None:
+                    raise BadRequest("the masters take CURVE clients only, and this client has "
+                                     "no keys")
             # A master gets as long as the router would give it (then the router answers:
             # 503, or a reply if the master is back), at most half the timeout; one that
             # takes connections no more is left for the router at once.

@@ -1,6 +1,6 @@
 """CURVE through the router (CONTRACT.md section 8): the one-command cluster keeps its nodes to
-itself yet serves keyless clients on loopback; a client with a key routes straight to the
-masters; a router's CURVE front turns keyless peers away; refusals reach /stats and /metrics."""
+itself yet serves keyless clients on loopback; a client with a key (given, or readable where
+the router's map says) routes straight to the masters; a router's CURVE front turns keyless peers away; refusals reach /stats and /metrics."""
 import json
 import stat
 import threading
@@ -31,24 +31,33 @@ def test_the_one_command_cluster_makes_keys_and_keeps_its_nodes_to_itself(tmp_pa
     assert stat.S_IMODE((keys / "member.key_secret").stat().st_mode) == 0o600
     assert stat.S_IMODE((keys / "client-1.key_secret").stat().st_mode) == 0o600
 
+    with Client(router.endpoint, timeout=10, keys=str(keys)) as keyed:
+        key = keyed.set(None, b"hello")
+        masters = [p["master"] for p in keyed.stats()["partitions"]]
+        before = router_counts(router.endpoint).get("get", 0)
+        for _ in range(5):
+            assert keyed.get(key).value == b"hello"  # straight to the key's master
+        assert router_counts(router.endpoint).get("get", 0) == before
+    for master in masters:  # a process without the cluster's keys gets nothing from a node
+        assert unanswered(f"tcp://{master}", "del", [key])
+
+    # A client given no keys, on this machine as the cluster's user: the map names the keys
+    # folder, the client key there is readable, so one-key calls go straight to the masters.
     with Client(router.endpoint, timeout=10) as keyless:  # section 5's examples, unchanged
-        key = keyless.set(None, b"hello")
+        before = router_counts(router.endpoint).get("get", 0)
+        for _ in range(5):
+            assert keyless.get(key).value == b"hello"
+        assert keyless.direct is True and router_counts(router.endpoint).get("get", 0) == before
+    # With no client key it may read there, it stays with the router: no failed direct try
+    # per call, every call through the router.
+    (keys / "client-1.key_secret").rename(tmp_path / "client-1.key_secret")
+    with Client(router.endpoint, timeout=10) as keyless:
         assert keyless.get(key).value == b"hello"
-        masters = [p["master"] for p in keyless.stats()["partitions"]]
-        # The map says masters need a key: no failed direct try per call, all via the router.
         assert keyless.direct is False
         before = router_counts(router.endpoint).get("get", 0)
         for _ in range(5):
             assert keyless.get(key).value == b"hello"
         assert router_counts(router.endpoint).get("get", 0) - before == 5
-    for master in masters:  # a process without the cluster's keys gets nothing from a node
-        assert unanswered(f"tcp://{master}", "del", [key])
-
-    with Client(router.endpoint, timeout=10, keys=str(keys)) as keyed:
-        before = router_counts(router.endpoint).get("get", 0)
-        for _ in range(5):
-            assert keyed.get(key).value == b"hello"  # straight to the key's master
-        assert router_counts(router.endpoint).get("get", 0) == before
 
     with urllib.request.urlopen(urllib.request.Request(
             f"{router.url}/query", data=key.hex().encode(), headers={"Content-Type": "text/plain"}),

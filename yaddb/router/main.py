@@ -150,7 +150,9 @@ def _serve(args: argparse.Namespace, masters: list[str], keys: Optional[ClusterK
     router = RouterServer(masters, [f"tcp://{args.host}:{args.zmq_port}", INPROC_FRONT], context,
                           args.node_timeout, args.max_value_bytes, args.read_preference,
                           args.replication_timeout, configuration, failover_after, security,
-                          curve_front=security is not None and not is_loopback(args.host))
+                          curve_front=security is not None and not is_loopback(args.host),
+                          local_keys_dir=os.path.abspath(keys.directory)
+                          if keys is not None and is_loopback(args.host) else None)
     thread = threading.Thread(target=router.serve, name="yaddb-router", daemon=True)
     thread.start()
     edge = None

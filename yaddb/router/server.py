@@ -59,15 +59,18 @@ class RouterServer:
                  replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT_S,
                  configuration: Optional[Configuration] = None,
                  failover_after: float = 0.0, security: Optional[Security] = None,
-                 curve_front: bool = False) -> None:
+                 curve_front: bool = False, local_keys_dir: Optional[str] = None) -> None:
         """replication_timeout: how long masters may hold a write with w above 1; such a
         write's deadline here is the node timeout plus this. `configuration` (which node is
         master of what, at which epoch) wins over `masters` once it holds a failover;
         failover_after > 0 leases masters and replaces one silent that long. With `security`
         the router reaches nodes as a member, and with curve_front its front takes CURVE
-        clients only (else plain ones: a front on loopback)."""
+        clients only (else plain ones: a front on loopback). `local_keys_dir`, for a front on
+        loopback: where the cluster's keys are, told to clients in the map, so a client on this
+        machine allowed to read a client key there routes straight to the masters."""
         self.configuration = configuration or Configuration(masters)
         self.security = security
+        self.local_keys_dir = local_keys_dir
         self._secure_front = security.server() if security and curve_front else None
         self._secure_links = security and security.as_member.secure_client
         masters = self.configuration.masters
@@ -116,7 +119,8 @@ class RouterServer:
         return {"masters": masters, "node_timeout_s": self.node_timeout,
                 "replication_timeout_s": self.replication_timeout,
                 "epochs": [p.epoch for p in self.configuration.partitions],
-                "keys_required": self.security is not None}
+                "keys_required": self.security is not None,
+                **({} if self.local_keys_dir is None else {"keys_dir": self.local_keys_dir})}
 
     def status(self) -> dict:
         """The router's view of its partitions (read from other threads; a snapshot)."""
