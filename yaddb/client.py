@@ -12,8 +12,8 @@ from yaddb.errors import (BadRequest, NotApplied, NotMaster, SecurityError, Yadd
 from yaddb.item import Item, decode_item, encode_item, key_for
 from yaddb.limits import (DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key,
                           check_write_concern, max_message_bytes)
-from yaddb.placement import host_of, is_loopback, partition_for
-from yaddb.transport.client_conn import Connection, NotSent
+from yaddb.placement import host_of, is_loopback, partition_for, split
+from yaddb.transport.client_conn import Connection, NotSent, call_each
 from yaddb.transport.curve import CurvePair, speaks_curve
 
 Value = Union[bytes, bytearray, memoryview, str]
@@ -69,8 +69,8 @@ class Client:
     (`read_retries` sets how many; 0 gives a read the whole timeout in one try.)
     Against a router, the client asks it for the partition map once and sends each one-key
     call straight to the key's master (Redis Cluster style; about 1.8x the rate through the
-    router, bench/bench_router.py), falling back to the router when that fails; batches go
-    through the router. It stays with the router when the map names loopback masters and the
+    router, bench/bench_router.py), falling back to the router when that fails; a batch
+    (mget, mset, mdelete) is split by partition and sent to every master at once. It stays with the router when the map names loopback masters and the
     router is not on loopback (nodes this machine cannot reach), or with direct=False.
     With `keys` (a folder holding a client key and the cluster's member.key, or a
     CurvePair) the client speaks CURVE to a router that needs it and to the masters. A
@@ -135,14 +135,7 @@ class Client:
         """
         if self.direct and time.monotonic() >= self._direct_after:
             with self._lock:
-                try:
-                    nodes = self._partition_connections()
-                except YaddbTimeout:  # the router is silent; nothing was sent
-                    self._forget_partitions(True)
-                    raise
-                except YaddbError:  # no map (a node, or unreachable masters): go through it
-                    self.direct = False
-                    nodes = None
+                nodes = self._direct_nodes()
                 try:
                     if nodes is not None:
                         return nodes[partition_for(key, len(nodes))].call(op, args, 0, extra_time)
@@ -156,6 +149,71 @@ class Client:
                         raise YaddbTimeout("no reply from the key's master; the write may or "
                                            "may not have been applied") from None
         return self._call(op, args, read, extra_time)
+
+    def _call_batch(self, op: str, entries: list, tail: list, read: bool,
+                    extra_time: float = 0.0) -> list:
+        """mget, mset or mdel of `entries` (then the `tail` arguments, a write concern): with
+        direct=True split by partition and sent to every master at once, else via the
+        endpoint. What the direct path could not do without maybe applying it twice (parts
+        refused unapplied; for a read, any part that failed) goes through the endpoint."""
+        results: list = [None] * len(entries)
+        todo = range(len(entries))
+        if self.direct and time.monotonic() >= self._direct_after:
+            with self._lock:
+                nodes = self._direct_nodes()
+                if nodes is not None:
+                    todo = self._scatter(nodes, op, entries, tail, read, extra_time, results)
+        if todo:
+            answer = self._call(op, [[entries[p] for p in todo]] + tail, read, extra_time)
+            if op != "mset":
+                for position, value in zip(todo, answer):
+                    results[position] = value
+        return results
+
+    def _scatter(self, nodes: list[Connection], op: str, entries: list, tail: list, read: bool,
+                 extra_time: float, results: list) -> list[int]:
+        """Each master's part at once; fills `results` and returns the positions left for the
+        endpoint. Raises when a part may have been applied and did not answer, or failed."""
+        parts = list(split(op, entries, len(nodes)).items())
+        outcomes = call_each([(nodes[index], op, [subset] + tail) for index, (_, subset) in parts],
+                             extra_time)
+        todo: list[int] = []
+        failure: Optional[YaddbError] = None
+        forget = pause = False
+        for (_, (positions, _)), outcome in zip(parts, outcomes):
+            if not isinstance(outcome, YaddbError):
+                if op != "mset":
+                    for position, value in zip(positions, outcome):
+                        results[position] = value
+            elif isinstance(outcome, (NotSent, NotMaster, NotApplied)) or (
+                    read and isinstance(outcome, YaddbTimeout)):
+                todo.extend(positions)  # not applied (or a read): the router's to do
+                forget = True
+                pause = pause or isinstance(outcome, YaddbTimeout)
+            elif isinstance(outcome, YaddbTimeout):
+                forget = pause = True
+                failure = failure or YaddbTimeout(
+                    "no reply from a master for its part of this batch; that part may or may "
+                    "not have been applied (the other parts were)")
+            else:
+                failure = failure or outcome
+        if forget:
+            self._forget_partitions(pause)
+        if failure is not None:
+            raise failure
+        return sorted(todo)
+
+    def _direct_nodes(self) -> Optional[list[Connection]]:
+        """The masters' connections, or None when calls go through the endpoint (it gave no
+        map: a node, or masters this machine cannot reach). Called under the lock."""
+        try:
+            return self._partition_connections()
+        except YaddbTimeout:  # the router is silent; nothing was sent
+            self._forget_partitions(True)
+            raise
+        except YaddbError:
+            self.direct = False
+            return None
 
     def _partition_connections(self) -> list[Connection]:
         if self._nodes is None:
@@ -246,16 +304,17 @@ class Client:
                              f"split it into several mset calls")
         if entries:
             args, extra_time = self._write_args([[list(entry) for entry in entries]], w)
-            self._call("mset", args, False, extra_time)
+            self._call_batch("mset", args[0], args[1:], False, extra_time)
         return [key for key, _ in entries]
 
     def mget(self, keys: Iterable[bytes]) -> list[Optional[Item]]:
-        blobs = self._call("mget", [[check_key(key) for key in keys]], read=True)
+        blobs = self._call_batch("mget", [check_key(key) for key in keys], [], True)
         return [None if blob is None else decode_item(blob) for blob in blobs]
 
     def mdelete(self, keys: Iterable[bytes], w: Optional[Union[int, str]] = None) -> list[bool]:
         args, extra_time = self._write_args([[check_key(k) for k in keys]], w)
-        return [bool(existed) for existed in self._call("mdel", args, False, extra_time)]
+        return [bool(existed) for existed in self._call_batch("mdel", args[0], args[1:], False,
+                                                               extra_time)]
 
     def close(self) -> None:
         with self._lock:

@@ -44,3 +44,15 @@ def host_of(address: str) -> str:
 
 def is_loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def split(op: str, entries: list, partitions: int) -> dict[int, tuple[list[int], list]]:
+    """partition -> (positions in the request, that partition's entries), for mget/mdel/mset
+    (an mset entry is [key, value]; the others' are keys)."""
+    parts: dict[int, tuple[list[int], list]] = {}
+    for position, entry in enumerate(entries):
+        key = entry[0] if op == "mset" else entry
+        positions, subset = parts.setdefault(partition_for(key, partitions), ([], []))
+        positions.append(position)
+        subset.append(entry)
+    return parts

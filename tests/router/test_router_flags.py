@@ -12,7 +12,7 @@ from yaddb.placement import partition_for
 from tests.helpers import child_env, free_port, run_script, wait_for
 
 EMBEDDED_FLAGS = ("--host", "--port", "--zmq-port", "--nodes", "--data-dir", "--partitions",
-                  "--slaves", "--fsync")
+                  "--slaves", "--fsync", "--slave-fsync")
 DEFAULTS = {"--port": "8080", "--zmq-port": "5555", "--host": "127.0.0.1",
             "--data-dir": "yaddb-data", "--partitions": "2", "--slaves": "1"}
 
@@ -117,16 +117,18 @@ def test_partitions_places_keys_on_n_masters_and_another_count_is_refused(tmp_pa
 
 def test_fsync_reaches_every_node_of_the_embedded_cluster(tmp_path, processes):
     data = tmp_path / "data"
-    router = processes.router(data, "--fsync", "never").wait_ready()
+    router = processes.router(data, "--fsync", "never", "--slave-fsync", "always").wait_ready()
     with Client(router.endpoint, timeout=10) as client:
         def every_node():  # the router learns the slaves from their masters
             partitions = client.stats()["partitions"]
             slaves = [s["address"] for p in partitions for s in p["slaves"]]
-            return len(slaves) == 2 and [p["master"] for p in partitions] + slaves
-        nodes = wait_for(every_node, "the router to list both slaves")
-    for address in nodes:
-        with Client(f"tcp://{address}", timeout=10, direct=False, keys=str(data / "keys")) as direct:
-            assert direct.stats()["fsync"] == "never", address
+            return len(slaves) == 2 and ([p["master"] for p in partitions], slaves)
+        masters, slaves = wait_for(every_node, "the router to list both slaves")
+    for addresses, policy in ((masters, "never"), (slaves, "always")):
+        for address in addresses:
+            with Client(f"tcp://{address}", timeout=10, direct=False,
+                        keys=str(data / "keys")) as direct:
+                assert direct.stats()["fsync"] == policy, address
 
 
 def test_nodes_come_from_the_environment_as_a_space_separated_list(tmp_path, processes):

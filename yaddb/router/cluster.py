@@ -66,8 +66,10 @@ class EmbeddedCluster:
     """`partitions` masters, each with `slaves` slaves, on free local ports, supervised."""
 
     def __init__(self, data_dir: str, partitions: int = 2, slaves: int = 1,
-                 node_args: Optional[Sequence[str]] = None, keys_dir: Optional[str] = None) -> None:
-        """keys_dir: the cluster's CURVE keys, given to every node (none: plain sockets)."""
+                 node_args: Optional[Sequence[str]] = None, keys_dir: Optional[str] = None,
+                 slave_args: Sequence[str] = ()) -> None:
+        """keys_dir: the cluster's CURVE keys, given to every node (none: plain sockets);
+        slave_args: flags for slaves only, after node_args (the last of a repeated flag wins)."""
         if partitions < 1 or slaves < 0:
             raise BadRequest(f"the embedded cluster needs at least 1 partition and 0 or more "
                              f"slaves, not {partitions} and {slaves}")
@@ -83,7 +85,8 @@ class EmbeddedCluster:
         for i, master in enumerate(self.master_nodes):
             for j in range(1, slaves + 1):
                 slave = ClusterNode(f"partition {i} slave {j}",
-                                    os.path.join(data_dir, f"partition-{i}-slave-{j}"), args, [])
+                                    os.path.join(data_dir, f"partition-{i}-slave-{j}"),
+                                    args + list(slave_args), [])
                 self._slave_of[slave] = master
         self.nodes = self.master_nodes + list(self._slave_of)
         self._supervisor = Supervisor(self.nodes)

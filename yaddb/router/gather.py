@@ -4,19 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from yaddb.errors import YaddbError
-from yaddb.placement import partition_for
 from yaddb.transport.protocol import Reply, encode_error, encode_reply
-
-
-def split(op: str, entries: list, partitions: int) -> dict[int, tuple[list[int], list]]:
-    """partition -> (positions in the request, that partition's entries), for mget/mdel/mset."""
-    parts: dict[int, tuple[list[int], list]] = {}
-    for position, entry in enumerate(entries):
-        key = entry[0] if op == "mset" else entry
-        positions, subset = parts.setdefault(partition_for(key, partitions), ([], []))
-        positions.append(position)
-        subset.append(entry)
-    return parts
 
 
 class Gather:

@@ -65,8 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--slaves", type=int, default=EMBEDDED_SLAVES,
              help="slaves per master in the embedded cluster (no --nodes)")
     add_flag(parser, "--fsync", default="always", choices=FSYNC_POLICIES,
-             help="the embedded cluster's nodes' --fsync: always (before each reply; safe on "
+             help="the embedded cluster's masters' --fsync: always (before each reply; safe on "
                   "power loss), interval (every second), never (left to the OS)")
+    add_flag(parser, "--slave-fsync", default="interval", choices=FSYNC_POLICIES,
+             help="the embedded cluster's slaves' --fsync. They share the masters' machine and "
+                  "disk, where a power loss stops both and every acknowledged write is already "
+                  "fsynced by its master; and they are never promoted (no failover without "
+                  "--nodes). So a second fsync per write buys nothing there")
     add_flag(parser, "--parent-fd", type=int, help="stop when this inherited file descriptor "
              "reaches end of file (set by a supervising process, so its death stops the router)")
     add_flag(parser, "--failover-after", type=float, default=DEFAULT_FAILOVER_AFTER_S,
@@ -117,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       ["--max-value-bytes", str(args.max_value_bytes),
                                        "--fsync", args.fsync,
                                        "--replication-timeout", str(args.replication_timeout)],
-                                      args.keys_dir)
+                                      args.keys_dir, slave_args=["--fsync", args.slave_fsync])
             cluster.start()
             masters = cluster.masters
         keys = None if args.keys_dir is None else load_keys(args.keys_dir)

@@ -32,9 +32,9 @@ from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S
 from yaddb.errors import BadMessage, BadRequest, NotApplied, Unavailable, YaddbError
 from yaddb.router.configuration import Configuration
 from yaddb.router.failover import Failover, check_failover_after
-from yaddb.router.gather import Gather, split
+from yaddb.router.gather import Gather
 from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
-from yaddb.placement import partition_for
+from yaddb.placement import partition_for, split
 from yaddb.transport.curve import Security
 from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, Reply, decode_reply,
                                       decode_request, encode_error, encode_reply, encode_request)

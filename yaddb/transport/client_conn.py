@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import zmq
 
-from yaddb.errors import BadMessage, YaddbTimeout
+from yaddb.errors import BadMessage, YaddbError, YaddbTimeout
 from yaddb.transport.protocol import decode_reply, encode_request
 from yaddb.transport.sockets import Secure, client_socket
 
@@ -77,11 +77,12 @@ class Connection:
         return True
 
     def _round_trip(self, request_id: int, frame: bytes, timeout_ms: int):
-        sock = self._socket()
         deadline = time.monotonic() + timeout_ms / 1000
-        if self._rcvtimeo != timeout_ms:
-            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
-            self._rcvtimeo = timeout_ms
+        self._send(frame, deadline)
+        return self._receive(request_id, deadline, timeout_ms)
+
+    def _send(self, frame: bytes, deadline: float) -> None:
+        sock = self._socket()
         try:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:  # no connection completed yet (IMMEDIATE): wait for one, within the deadline
@@ -91,6 +92,15 @@ class Connection:
             if not self._poll(sock, wait_ms, zmq.POLLOUT):
                 raise NotSent(self._message("could not connect")) from None
             sock.send(frame, zmq.NOBLOCK)
+
+    def _receive(self, request_id: int, deadline: float, timeout_ms: Optional[int] = None):
+        """The reply to `request_id`; timeout_ms (default: what is left until the deadline)
+        is the socket's receive timeout, kept from call to call when it does not change."""
+        sock = self._socket()
+        timeout_ms = timeout_ms or max(1, self._remaining_ms(deadline))
+        if self._rcvtimeo != timeout_ms:
+            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._rcvtimeo = timeout_ms
         if self._interrupt is not None and not self._poll(sock, timeout_ms, zmq.POLLIN):
             raise self._timeout("no reply")
         while True:
@@ -142,3 +152,30 @@ class Connection:
             self._sock = None
 
     close = reset
+
+
+def call_each(calls: list[tuple[Connection, str, list]], extra_time: float = 0.0) -> list[Any]:
+    """Send every call, then collect every reply: calls to different nodes take about one
+    round trip together. No retries; each connection's timeout (plus `extra_time`) bounds its
+    own call. Returns each call's payload, or the YaddbError it raised (NotSent: never sent,
+    so nothing was applied; YaddbTimeout: no reply, the connection reset)."""
+    outcomes: list[Any] = [None] * len(calls)
+    sent = []
+    for index, (conn, op, args) in enumerate(calls):
+        conn._next_id += 1
+        deadline = time.monotonic() + conn.timeout + extra_time
+        try:
+            conn._send(encode_request(conn._next_id, op, args), deadline)
+        except YaddbTimeout as exc:  # NotSent
+            outcomes[index] = exc
+        else:
+            sent.append((index, conn, conn._next_id, deadline))
+    for index, conn, request_id, deadline in sent:
+        try:
+            outcomes[index] = conn._receive(request_id, deadline).result()
+        except YaddbTimeout as exc:
+            conn.reset()
+            outcomes[index] = exc
+        except YaddbError as exc:
+            outcomes[index] = exc
+    return outcomes
