@@ -442,13 +442,14 @@ def run(args, stack: ExitStack, chosen: list[Workload]) -> tuple[dict, bool]:
         ctx.wrk = ensure_command("wrk", "wrk")
     data_dir = os.path.join(work, "cluster")
     started = time.monotonic()
-    router, zmq_port, ctx.http_port = start_router(work, ["--data-dir", data_dir],
+    router, zmq_port, ctx.http_port = start_router(work, ["--data-dir", data_dir,
+                                                         *args.router_arg],
                                                    server_cpus, CLUSTER_START_TIMEOUT_S)
     stack.callback(stop_cluster, router)
     wait_slaves(router, ctx.http_port)
     ctx.router = router
     print(f"cluster: run_router.py --data-dir TMP/cluster --zmq-port {zmq_port} -p "
-          f"{ctx.http_port} (2 partitions, master + 1 slave each, fsync always), ready with "
+          f"{ctx.http_port} {' '.join(args.router_arg)} (2 partitions, master + 1 slave each, fsync always), ready with "
           f"its slaves in {time.monotonic() - started:.1f} s", flush=True)
     ctx.redis, redis_port = start_redis(work, "always", server_cpus)
     stack.callback(ctx.redis.stop)
@@ -492,6 +493,9 @@ def main(argv=None) -> int:
                         help="servers on the last CPU, this process, client processes and wrk "
                              "on the others (default: unpinned, as a user runs them)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    parser.add_argument("--router-arg", action="append", default=[], metavar="ARG",
+                        help="one more run_router.py argument (repeat it), to compare a "
+                             "setting: --router-arg=--slave-fsync --router-arg=always")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.only.split(",") if name.strip()] or list(BY_NAME)
     unknown = [name for name in names if name not in BY_NAME]

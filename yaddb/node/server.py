@@ -15,7 +15,8 @@ from yaddb.replication.concern import Held, release
 from yaddb.replication.messages import HEARTBEAT_S
 from yaddb.transport.curve import Security, role_of
 from yaddb.transport.protocol import encode_error
-from yaddb.transport.sockets import publisher_socket, server_socket
+from yaddb.transport.sockets import (NOBLOCK, publisher_socket, readable, recv_message,
+                                     send_routed, server_socket)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class NodeServer:
             self.ready.set()
             while not self._stopping.is_set():
                 try:
-                    first = sock.recv_multipart(copy=security is None)
+                    first = recv_message(sock, 0, security is None)
                 except zmq.Again:
                     first = None
                 if first is not None:
@@ -151,10 +152,9 @@ class NodeServer:
                 routes.append([part.bytes for part in message[:-1]])
                 frames.append(message[-1].bytes)
                 roles.append(role_of(message[-1]))
-            # Checking EVENTS is cheaper than a receive that raises zmq.Again.
-            if len(frames) >= MAX_ROUND or not sock.get(zmq.EVENTS) & zmq.POLLIN:
+            if len(frames) >= MAX_ROUND or not readable(sock):
                 break
-            message = sock.recv_multipart(zmq.NOBLOCK, copy=roles is None)
+            message = recv_message(sock, NOBLOCK, roles is None)
         for route, reply in zip(routes, self.handler.handle(frames, roles)):
             if type(reply) is bytes:
                 self._send(sock, route, reply)
@@ -181,14 +181,14 @@ class NodeServer:
         refusal = Unavailable("the node is shutting down; retry on another replica or later")
         while True:
             try:
-                message = sock.recv_multipart(zmq.NOBLOCK)
+                message = recv_message(sock, NOBLOCK)
             except zmq.Again:
                 return
             self._send(sock, message[:-1], encode_error(request_id_of(message[-1]), refusal))
 
     def _send(self, sock: zmq.Socket, route: list[bytes], reply: bytes) -> None:
         try:
-            sock.send_multipart(route + [reply], zmq.NOBLOCK)
+            send_routed(sock, route, reply)
         except zmq.ZMQError as exc:  # the client left (EHOSTUNREACH) or stopped reading (EAGAIN)
             self.dropped_replies += 1
             log.debug("reply to a departed client dropped: %s", exc)

@@ -38,7 +38,8 @@ from yaddb.placement import partition_for, split
 from yaddb.transport.curve import Security
 from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, Reply, decode_reply,
                                       decode_request, encode_error, encode_reply, encode_request)
-from yaddb.transport.sockets import client_socket, server_socket
+from yaddb.transport.sockets import (NOBLOCK, client_socket, readable, recv_message,
+                                     send_routed, server_socket)
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class RouterServer:
         it could not be sent or no reply came within the node timeout."""
         request_id = next(self._ids)
         try:
-            _send(link.sock, INTERNAL, encode_request(request_id, op, args))
+            send_routed(link.sock, INTERNAL, encode_request(request_id, op, args))
         except zmq.Again:
             answered(None)
             return
@@ -229,13 +230,13 @@ class RouterServer:
 
     def _drain(self, sock: zmq.Socket, handle) -> None:
         for _ in range(MAX_DRAIN):
-            handle(sock.recv_multipart(zmq.NOBLOCK))
-            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+            handle(recv_message(sock, NOBLOCK))
+            if not readable(sock):
                 return
 
     def _reply(self, front: zmq.Socket, route: list[bytes], frame: bytes) -> None:
         try:
-            _send(front, route, frame)
+            send_routed(front, route, frame)
         except zmq.ZMQError as exc:  # the client is gone, or not reading
             log.debug("reply to a departed client dropped: %s", exc)
 
@@ -299,7 +300,7 @@ class RouterServer:
         else:
             link = partition.master
         try:
-            _send(link.sock, route, frame)
+            send_routed(link.sock, route, frame)
         except zmq.Again:  # not connected (IMMEDIATE): say so now rather than after a timeout
             link.alive = False
             if not self._read_elsewhere(front, route, request_id, part, read):
@@ -413,7 +414,7 @@ class RouterServer:
                 link.alive = False
             request_id = next(self._ids)
             try:  # not in _pending: a missing answer only ages last_reply
-                _send(link.sock, INTERNAL, encode_request(request_id, "stats", []))
+                send_routed(link.sock, INTERNAL, encode_request(request_id, "stats", []))
             except zmq.Again:
                 link.alive = False
 
@@ -429,14 +430,3 @@ class RouterServer:
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
-
-
-_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost a call each time
-_LAST = int(zmq.NOBLOCK)
-
-
-def _send(sock: zmq.Socket, route: list[bytes], frame: bytes) -> None:
-    """route frames then the message, without building a list (cheaper than send_multipart)."""
-    for part in route:
-        sock.send(part, _MORE)
-    sock.send(frame, _LAST)

@@ -10,7 +10,7 @@ import zmq
 
 from yaddb.errors import BadMessage, YaddbError, YaddbTimeout
 from yaddb.transport.protocol import decode_reply, encode_request
-from yaddb.transport.sockets import Secure, client_socket
+from yaddb.transport.sockets import NOBLOCK, Secure, client_socket
 
 
 class NotSent(YaddbTimeout):
@@ -71,7 +71,7 @@ class Connection:
         (no connection): nothing waits for it, so nothing is lost but its news."""
         self._next_id += 1
         try:
-            self._socket().send(encode_request(self._next_id, op, args), zmq.NOBLOCK)
+            self._socket().send(encode_request(self._next_id, op, args), NOBLOCK)
         except zmq.Again:
             return False
         return True
@@ -84,14 +84,14 @@ class Connection:
     def _send(self, frame: bytes, deadline: float) -> None:
         sock = self._socket()
         try:
-            sock.send(frame, zmq.NOBLOCK)
+            sock.send(frame, NOBLOCK)
         except zmq.Again:  # no connection completed yet (IMMEDIATE): wait for one, within the deadline
             wait_ms = self._remaining_ms(deadline)
             if self._connect_ms is not None:
                 wait_ms = min(wait_ms, self._connect_ms)
             if not self._poll(sock, wait_ms, zmq.POLLOUT):
                 raise NotSent(self._message("could not connect")) from None
-            sock.send(frame, zmq.NOBLOCK)
+            sock.send(frame, NOBLOCK)
 
     def _receive(self, request_id: int, deadline: float, timeout_ms: Optional[int] = None):
         """The reply to `request_id`; timeout_ms (default: what is left until the deadline)
