@@ -32,7 +32,7 @@ from yaddb.replication.messages import HEARTBEAT_S, check_entries, decode_publis
 from yaddb.replication.state import ReplicationState, load_state, save_state
 from yaddb.progress import Progress
 from yaddb.transport.client_conn import Connection
-from yaddb.transport.sockets import Secure, subscriber_socket
+from yaddb.transport.sockets import NOBLOCK, Secure, readable, subscriber_socket
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +181,10 @@ class Replica:
         while not self._stop.is_set():
             if sub.poll(int(HEARTBEAT_S * 1000)):
                 ack_wanted = False
-                for _ in range(DRAIN_MAX):
-                    try:
-                        frame = sub.recv(zmq.NOBLOCK)
-                    except zmq.Again:
+                for _ in range(DRAIN_MAX):  # a receive that raises zmq.Again costs more
+                    ack_wanted |= self._apply_published(conn, sub.recv(NOBLOCK))
+                    if not readable(sub):
                         break
-                    ack_wanted |= self._apply_published(conn, frame)
                 if ack_wanted:
                     self._ack(conn)
                 heard = time.monotonic()
