@@ -70,8 +70,9 @@ class Client:
     Against a router, the client asks it for the partition map once and sends each one-key
     call straight to the key's master (Redis Cluster style; about 1.8x the rate through the
     router, bench/bench_router.py), falling back to the router when that fails; a batch
-    (mget, mset, mdelete) is split by partition and sent to every master at once. It stays with the router when the map names loopback masters and the
-    router is not on loopback (nodes this machine cannot reach), or with direct=False.
+    (mget, mset, mdelete) is split by partition and sent to every master at once. It stays
+    with the router when the map names loopback masters and the router is not on loopback
+    (nodes this machine cannot reach), or with direct=False.
     With `keys` (a folder holding a client key and the cluster's member.key, or a
     CurvePair) the client speaks CURVE to a router that needs it and to the masters. A
     client without keys, when the masters need keys (the map says so), takes a client key
@@ -194,7 +195,7 @@ class Client:
                 forget = pause = True
                 failure = failure or YaddbTimeout(
                     "no reply from a master for its part of this batch; that part may or may "
-                    "not have been applied (the other parts were)")
+                    "not have been applied (like any batch, it is not all or nothing)")
             else:
                 failure = failure or outcome
         if forget:
