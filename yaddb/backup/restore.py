@@ -19,17 +19,11 @@ from yaddb.durable import fsync_dir
 from yaddb.errors import BadBackup
 from yaddb.lsm import Engine
 
-__all__ = ["restore_backup", "read_header"]
+__all__ = ["restore_backup"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (bytes read so far, the file's size)
-
-
-def read_header(path: str) -> dict:
-    """The header of the backup at `path` (BadBackup if it is not one)."""
-    with _open(path) as file:
-        return BackupReader(file, path).header
 
 
 def restore_backup(path: str, data_dir: str, progress: Optional[Progress] = None) -> dict:

@@ -132,13 +132,12 @@ def backup(ctx: Context, target: str, node: Optional[str]) -> None:
     from yaddb.backup.take import take_backup
     from yaddb.transport.curve import CurvePair
     try:
-        secure = None if ctx.keys_dir is None \
-            else CurvePair.member_from_directory(ctx.keys_dir).secure_client
+        member = None if ctx.keys_dir is None else CurvePair.member_from_directory(ctx.keys_dir)
+        secure = None if member is None else member.secure_client
         if node is not None:
             jobs = [(node, target, {})]
         else:
-            masters = _masters(ctx, None if secure is None
-                               else CurvePair.member_from_directory(ctx.keys_dir))
+            masters = _masters(ctx, member)
             os.makedirs(target, exist_ok=True)
             jobs = [(master, os.path.join(target, f"partition-{index}.yaddb-backup"),
                      {"partition": index, "partitions": len(masters)})
