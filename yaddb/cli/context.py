@@ -6,7 +6,8 @@ from typing import Optional
 
 import click
 
-from yaddb.errors import YaddbError
+from yaddb.errors import BadRequest, YaddbError
+from yaddb.limits import check_write_concern
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # the one-command cluster's native front
 NO_SUCH_KEY = 1  # exit code of get/del on a missing key: not an error of the command
@@ -29,8 +30,12 @@ def key_arg(text: str, as_hex: bool) -> bytes:
 
 
 def concern_arg(w: str):
-    """-w as the client takes it: a number of members, or majority / all (checked there)."""
-    return int(w) if w.isascii() and w.isdigit() else w
+    """-w checked by the one rule the client and the wire use (limits.check_write_concern),
+    before anything is sent: a number of members, majority or all."""
+    try:
+        return check_write_concern(w)
+    except BadRequest as exc:
+        raise Failed(f"-w: {exc}") from None
 
 
 class Context:
