@@ -1,5 +1,6 @@
-"""Crash-safe small-file writes, shared by every floor that keeps state on disk (the engine's
-manifest, a node's replication and epoch files, the router's configuration)."""
+"""Crash-safe small-file writes, and removals of files that may be gone, shared by every floor
+that keeps state on disk (the engine's manifest and segments, a node's replication and epoch
+files, the router's configuration, backups)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,14 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_if_present(path: str) -> None:
+    """Remove a file that may already be gone."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_atomically(path: str, data: bytes) -> None:

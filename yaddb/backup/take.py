@@ -14,7 +14,7 @@ import time
 from typing import Callable, Optional
 
 from yaddb.backup.format import end_frame, header_frame, items_frame
-from yaddb.durable import fsync_dir
+from yaddb.durable import fsync_dir, remove_if_present
 from yaddb.errors import BadBackup, NotMaster
 from yaddb.placement import parse_address
 from yaddb.transport.client_conn import Connection
@@ -67,16 +67,9 @@ def take_backup(node: str, path: str, *, timeout: float = 10.0, secure: Secure =
         os.replace(partial, path)
         fsync_dir(os.path.dirname(os.path.abspath(path)))
     except BaseException:
-        _remove(partial)
+        remove_if_present(partial)
         raise
     finally:
         conn.close()
     log.info("backed up %d items of %s as of sequence %d into %s", count, node, header["seq"], path)
     return {**header, "items": count}
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from yaddb.durable import remove_if_present
 from yaddb.lsm import files, key_filter as key_filters
 from yaddb.lsm.bloom import BloomFilter, hash_arrays
 from yaddb.lsm.compaction import compact_files, pick_run
@@ -115,7 +116,7 @@ class Maintenance:
             if worker is not None:
                 worker.close()
         for path in self._deferred:
-            _remove(path)
+            remove_if_present(path)
         versions = self._versions
         if versions.key_filter is not None and not self._broken:
             key_filters.save(self._path, versions.manifest.segments, versions.key_filter)
@@ -212,7 +213,7 @@ class Maintenance:
         self._flushes += 1  # before the view shows it: whoever sees the flush sees it counted
         versions.install_flush(table, segment)
         for wal_number in table.wal_numbers:
-            _remove(os.path.join(self._path, files.wal_name(wal_number)))
+            remove_if_present(os.path.join(self._path, files.wal_name(wal_number)))
 
     def _start(self, segments: tuple[Segment, ...], run: tuple[int, int]) -> None:
         start, end = run
@@ -245,7 +246,7 @@ class Maintenance:
             return
         output = Segment(info.path, merge.number) if info.entries else None
         if output is None:
-            _remove(info.path)
+            remove_if_present(info.path)
         self._versions.install_merge(merge.inputs, output)
         with self._cond:
             self._merge = None
@@ -257,7 +258,7 @@ class Maintenance:
             if self._filter_build is not None:
                 self._deferred.append(segment.path)
             else:
-                _remove(segment.path)  # readers still holding it keep their mapping
+                remove_if_present(segment.path)  # readers still holding it keep their mapping
 
     def _filter_wanted(self) -> bool:
         """The key filter holds more keys than it was sized for and no rebuild is under way."""
@@ -288,14 +289,7 @@ class Maintenance:
             self._versions.install_key_filter(built)
         self._filter_pending = []
         for path in self._deferred:
-            _remove(path)
+            remove_if_present(path)
         self._deferred = []
         with self._cond:
             self._cond.notify_all()
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass

@@ -52,11 +52,15 @@ class CurvePair:
         return cls(*load_client_pair(directory))
 
     @classmethod
-    def member_from_directory(cls, directory: str) -> "CurvePair":
-        """The members' own pair, from a cluster's keys folder (member.key_secret): for tools
-        that use a member's operations, such as `yaddb backup`."""
-        keys = load_keys(directory)
+    def of_member(cls, keys: ClusterKeys) -> "CurvePair":
+        """The members' own pair: a member reaches other members with it."""
         return cls(keys.member_public, keys.member_secret, keys.member_public)
+
+    @classmethod
+    def member_from_directory(cls, directory: str) -> "CurvePair":
+        """The members' pair from a cluster's keys folder (member.key_secret): for tools that
+        use a member's operations, such as `yaddb backup`."""
+        return cls.of_member(load_keys(directory))
 
     def secure_client(self, sock: zmq.Socket) -> None:
         sock.curve_serverkey = self.server_public
@@ -124,7 +128,7 @@ class Security:
     def __init__(self, context: zmq.Context, keys: ClusterKeys, where: str) -> None:
         require_curve()
         self.keys = keys
-        self.as_member = CurvePair(keys.member_public, keys.member_secret, keys.member_public)
+        self.as_member = CurvePair.of_member(keys)
         self.refusals = Refusals(where)
         roles = {keys.member_public: MEMBER, **{key: CLIENT for key in keys.clients.values()}}
         self._auth = _RoleAuthenticator(context, roles)
