@@ -51,9 +51,6 @@ class ReplicationSource:
             lineage = ReplicationState(lineage)
         self.engine = engine
         self.lineage = lineage
-        self.history = lineage.history
-        self.previous_history = lineage.previous_history
-        self.switched_at = lineage.switched_at
         self.pub_port = pub_port
         if forked_from is None:
             forked_from = lineage.forked_from
@@ -68,6 +65,18 @@ class ReplicationSource:
         # The last write published: heartbeats say this, not the engine's sequence, which may
         # hold writes a failed sync kept from being published (slaves would see a false gap).
         self.published_seq = engine.sequence
+
+    @property
+    def history(self) -> str:
+        return self.lineage.history
+
+    @property
+    def previous_history(self) -> Optional[str]:
+        return self.lineage.previous_history
+
+    @property
+    def switched_at(self) -> int:
+        return self.lineage.switched_at
 
     # -- publishing ----------------------------------------------------------------------------
 
