@@ -14,6 +14,8 @@ runs it; --pin puts the servers on the last CPU and the clients on the others.
     set-keys     the same, Client(endpoint, keys=TMP/keys)  redis-py set               >= 0.8x
     get          sync get of stored keys, Client(endpoint)  redis-py get               >= 0.9x
     get-keys     the same, with keys                        redis-py get               >= 0.9x
+    get-zmq      the same, Client(endpoint, local=False)    redis-py get               info
+    get-unix     sync get, Client(endpoint)                 redis-py over Unix socket  info
     mset         mset of 100                                pipeline of 100 sets       >= 0.8x
     mget         mget of 100 stored keys                    pipeline of 100 gets       >= 1.0x
     clients-set  --clients (8) processes of sync sets       the same with redis-py     >= 1.0x
@@ -54,7 +56,7 @@ from bench_replication import loadavg
 from cluster_clients import BATCH, connect, many_clients, one_client, write_pool
 from common import (BenchError, check_running, child_pids, cpu_list, cpu_seconds, http_call,
                     interrupt_on_sigterm, print_table, split_cpus, start_router, verdict)
-from foreign import ensure_command, ensure_redis, start_redis
+from foreign import ensure_command, ensure_redis, redis_socket, start_redis
 
 VALUE_SIZE = 100
 HTTP_WARMUP_S = 1          # wrk on /ping before each http round (connections, edge threads)
@@ -67,8 +69,9 @@ class Workload(NamedTuple):
     kind: str             # set, get, mset, mget, clients-set, clients-get, http
     ours: str             # the YADDB store: yaddb or yaddb-keys (http: the edge)
     peer: str             # what it is compared with
-    goal: float
+    goal: Optional[float]  # None: a row for information, with no goal
     unit: str
+    peer_store: str = "redis"
 
 
 WORKLOADS = (
@@ -87,6 +90,11 @@ WORKLOADS = (
     Workload("clients-get", "{clients} processes, sync gets", "clients-get", "yaddb",
              "redis-py, same", 1.0, "ops/s"),
     Workload("http", "HTTP POST /query, wrk -c16", "http", "edge", "GET /ping", 0.7, "req/s"),
+    # For information: the client's ZeroMQ path, and Redis over its own Unix socket.
+    Workload("get-zmq", "sync get, Client(endpoint, local=False)", "get", "yaddb-zmq",
+             "redis-py get", None, "ops/s"),
+    Workload("get-unix", "sync get, Client(endpoint)", "get", "yaddb",
+             "redis-py get, Unix socket", None, "ops/s", "redis-unix"),
 )
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -125,7 +133,7 @@ def run_workload(ctx, workload: Workload, round_no: int, first: str) -> dict[str
         return {"ours": pair["/query"], "peer": pair["/ping"]}
     out = {}
     for side in (("ours", "peer") if first == "ours" else ("peer", "ours")):
-        store = workload.ours if side == "ours" else "redis"
+        store = workload.ours if side == "ours" else workload.peer_store
         prefix = b"%s:r%d:%s:" % (workload.name.encode(), round_no, store.encode())
         if workload.kind.startswith("clients-"):
             out[side] = many_clients(ctx.ports, store, workload.kind.split("-")[1], prefix,
@@ -206,12 +214,13 @@ def report(args, chosen: list[Workload], results: dict) -> list[str]:
         peer = [r["peer"]["rate"] for r in rounds]
         ratios = [o / p if p else 0.0 for o, p in zip(ours, peer)]
         ratio = statistics.median(ratios)
-        if ratio < w.goal:
+        if w.goal is not None and ratio < w.goal:
             misses.append(w.name)
         rows.append((w.name, f"{statistics.median(ours):,.0f}", spread(ours, ",.0f"),
                      f"{statistics.median(peer):,.0f}", spread(peer, ",.0f"), w.unit, w.peer,
-                     f"{ratio:.2f}x", spread(ratios, ".2f"), f">= {w.goal}x",
-                     verdict(ratio >= w.goal)))
+                     f"{ratio:.2f}x", spread(ratios, ".2f"),
+                     "-" if w.goal is None else f">= {w.goal}x",
+                     "INFO" if w.goal is None else verdict(ratio >= w.goal)))
     print(f"\nYADDB one-command cluster vs redis-server (appendfsync always): medians of "
           f"{args.rounds} round(s) of {args.seconds:g} s; paired ratio = median of each "
           f"round's YADDB/peer:")
@@ -277,8 +286,9 @@ def run(args, stack: ExitStack, chosen: list[Workload]) -> tuple[dict, bool]:
     print("placement: " + (f"servers on CPU {cpu_list(server_cpus)}, clients on CPU "
                             f"{cpu_list(ctx.client_cpus)}" if placement else
                             "unpinned (the kernel places every process)"), flush=True)
-    ctx.ports = {"zmq": zmq_port, "redis": redis_port, "keys": os.path.join(data_dir, "keys")}
-    for store in {w.ours for w in chosen if w.kind != "http"} | {"redis"} | (
+    ctx.ports = {"zmq": zmq_port, "redis": redis_port, "keys": os.path.join(data_dir, "keys"),
+                 "redis-unix": redis_socket(work)}
+    for store in {w.ours for w in chosen if w.kind != "http"} | {w.peer_store for w in chosen} | (
             {"yaddb"} if any(w.kind == "http" for w in chosen) else set()):
         ctx.clients[store] = connect(store, ctx.ports)
         stack.callback(ctx.clients[store].close)

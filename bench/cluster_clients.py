@@ -25,14 +25,17 @@ START_DELAY_S = 0.2        # from the go signal to the client processes' common 
 # -- stores and steps ----------------------------------------------------------------------
 
 def connect(store: str, ports: dict):
-    """A client of `store` (yaddb, yaddb-keys or redis): YADDB's with Client's defaults, the
-    keyed one with the cluster's own keys; redis-py as bench_node's RedisStore (pipelines of
-    transaction=False for mset and mget)."""
-    if store == "redis":
-        return RedisStore(ports["redis"])
+    """A client of `store` (yaddb, yaddb-keys, yaddb-zmq, redis or redis-unix): YADDB's with
+    Client's defaults, the keyed one with the cluster's own keys, or with local=False;
+    redis-py as bench_node's RedisStore (pipelines of transaction=False for mset and mget),
+    on TCP or on Redis's Unix socket."""
+    if store.startswith("redis"):
+        return RedisStore(ports[store])
     from yaddb import Client  # here: ZeroMQ loads on first use (as common.client_to)
     endpoint = f"tcp://{LOCALHOST}:{ports['zmq']}"
-    return Client(endpoint, keys=ports["keys"]) if store == "yaddb-keys" else Client(endpoint)
+    if store == "yaddb-keys":
+        return Client(endpoint, keys=ports["keys"])
+    return Client(endpoint, local=store != "yaddb-zmq")
 
 
 def write_pool(client, prefix: bytes, count: int, value: bytes) -> list[bytes]:

@@ -99,10 +99,19 @@ def redis_available() -> bool:
             and importlib.util.find_spec("redis") is not None)
 
 
-def redis_client(port: int, timeout: Optional[float] = None):
+def redis_client(port, timeout: Optional[float] = None):
+    """redis-py on loopback TCP (`port` a number) or on a Unix socket (`port` its path)."""
     import redis
+    if isinstance(port, str):
+        return redis.Redis(unix_socket_path=port, socket_timeout=timeout,
+                           socket_connect_timeout=timeout)
     return redis.Redis(host=LOCALHOST, port=port, socket_timeout=timeout,
                        socket_connect_timeout=timeout)
+
+
+def redis_socket(workdir: str) -> str:
+    """The Unix socket start_redis also listens on."""
+    return os.path.join(workdir, "redis.sock")
 
 
 def start_redis(workdir: str, appendfsync: str,
@@ -115,7 +124,8 @@ def start_redis(workdir: str, appendfsync: str,
     os.makedirs(data_dir, exist_ok=True)
     child = launch("redis", [shutil.which("redis-server"), "--port", str(port), "--bind", LOCALHOST,
                              "--dir", data_dir, "--save", "", "--appendonly", "yes",
-                             "--appendfsync", appendfsync, "--daemonize", "no", "--logfile", ""],
+                             "--appendfsync", appendfsync, "--daemonize", "no", "--logfile", "",
+                             "--unixsocket", redis_socket(workdir), "--unixsocketperm", "700"],
                    workdir, ours=False, cpus=cpus)
 
     def ping() -> bool:
