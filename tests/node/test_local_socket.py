@@ -3,6 +3,7 @@ LocalConnection and by raw Unix sockets; other users' processes are real forked 
 import os
 import socket
 import sys
+import threading
 
 import msgpack
 import pytest
@@ -178,3 +179,31 @@ def test_another_users_process_gets_nothing(thread_node):
     finally:
         os.write(ready_w, b"x")
         os.waitpid(pid, 0)
+
+
+def test_local_and_zeromq_clients_at_once_are_all_answered(thread_node):
+    """The loop asks the ROUTER for messages only when its FD fired or the socket was used:
+    a message that arrives while local rounds are handled must still be served at once."""
+    node = thread_node()
+    conn = LocalConnection.open(address_of(node), 5.0)
+    failures = []
+
+    def over_zeromq():
+        client = node.client(timeout=5.0, read_retries=0)
+        try:
+            for i in range(1500):
+                client.set(b"z%d" % i, b"v")
+                assert client.get(b"z%d" % i).value == b"v"
+        except Exception as exc:  # reported below: a thread's assertion would be lost
+            failures.append(exc)
+
+    thread = threading.Thread(target=over_zeromq)
+    thread.start()
+    blob = encode_item("application/octet-stream", "binary", b"w")
+    for i in range(1500):
+        conn.call("set", [b"l%d" % i, blob])
+        assert decode_item(conn.call("get", [b"l%d" % i])).value == b"w"
+    thread.join(60)
+    conn.close()
+    assert not thread.is_alive() and failures == []
+    assert node.handler.counts["set"] == 3000

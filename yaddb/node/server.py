@@ -47,6 +47,7 @@ class NodeServer:
         self._published_at = 0.0
         self._timeout_ms = POLL_MS  # how long the loop waits for a request
         self._local: Optional[LocalServer] = None
+        self._ask_router = True  # whether the ROUTER may hold requests its FD will not tell of
         self._context = context or zmq.Context.instance()
         self._stopping = threading.Event()
         self.ready = threading.Event()   # set once the socket is bound
@@ -72,12 +73,16 @@ class NodeServer:
                 self._open_publisher()
             self.ready.set()
             while not self._stopping.is_set():
-                # The ROUTER's FD only says that its state may have changed; asking it for
-                # EVENTS re-arms that signal, so the loop blocks only after it said no.
-                waiting = readable(sock)
+                # The ROUTER's FD only says that its state may have changed, and only once
+                # it was asked (EVENTS) since it last said no and was not used since: the
+                # loop blocks only after it said no, and asks again only when told to.
+                waiting = self._ask_router and readable(sock)
+                self._ask_router = waiting
                 arrived = self._local.wait(0.0 if waiting else self._timeout_ms / 1000)
-                if waiting or arrived or readable(sock):
-                    self._round(sock, arrived)
+                if not waiting and self._local.zmq_signaled:
+                    waiting = readable(sock)
+                if waiting or arrived:
+                    self._round(sock, arrived, waiting)
                 if self.handler.source is not self._publishing:  # the role changed
                     self._switch_publisher(sock)
                 if self._pub is not None:
@@ -139,9 +144,10 @@ class NodeServer:
     def _send_published(self, pub: zmq.Socket, message: bytes) -> None:
         pub.send(message, zmq.NOBLOCK)  # a PUB drops at its HWM, never blocks
 
-    def _round(self, sock: zmq.Socket, arrived: list[tuple[LocalPeer, bytes]]) -> None:
-        """Handle the local messages `arrived` and every request waiting on the ROUTER, as
-        one round.
+    def _round(self, sock: zmq.Socket, arrived: list[tuple[LocalPeer, bytes]],
+               waiting: bool) -> None:
+        """Handle the local messages `arrived` and, when the ROUTER said it has some
+        (`waiting`), every request waiting there, as one round.
 
         A ROUTER message's last frame is the request; the frames before it are its route (the
         peer's id, and any ids a router in between added), sent back in front of the reply.
@@ -152,7 +158,7 @@ class NodeServer:
         frames: list[bytes] = [frame for _, frame in arrived]
         secure = self.security is not None
         roles: Optional[list] = [CLIENT] * len(frames) if secure or frames else None
-        while len(frames) < MAX_ROUND and readable(sock):
+        while waiting and len(frames) < MAX_ROUND:
             message = recv_message(sock, NOBLOCK, not secure)
             if secure:
                 routes.append([part.bytes for part in message[:-1]])
@@ -163,6 +169,9 @@ class NodeServer:
                 frames.append(message[-1])
                 if roles is not None:
                     roles.append(MEMBER)  # a plain ROUTER: every peer may do everything
+            waiting = readable(sock)
+        if waiting:  # MAX_ROUND reached: the rest waits for the next round
+            self._ask_router = True
         for route, reply in zip(routes, self.handler.handle(frames, roles)):
             if type(reply) is bytes:
                 self._send(sock, route, reply)
@@ -199,6 +208,7 @@ class NodeServer:
         if type(route) is LocalPeer:
             self._local.send(route, reply)
             return
+        self._ask_router = True  # a send may take in the signal of a message that arrived
         try:
             send_routed(sock, route, reply)
         except zmq.ZMQError as exc:  # the client left (EHOSTUNREACH) or stopped reading (EAGAIN)

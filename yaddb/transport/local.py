@@ -89,8 +89,9 @@ class LocalPeer:
 class LocalServer:
     """Waits on a ZeroMQ socket's FD and on local peers at once, so one thread serves both.
 
-    `wait` returns the local messages that arrived as (peer, frame) pairs; whether the ZeroMQ
-    socket has messages is for the caller to ask it (its FD only says its state changed).
+    `wait` returns the local messages that arrived as (peer, frame) pairs, and sets
+    `zmq_signaled` when the ZeroMQ socket's FD fired; whether that socket has messages is
+    for the caller to ask it (its FD only says its state changed).
     """
 
     def __init__(self, name: Optional[str], zmq_fd: int, max_message_bytes: int,
@@ -100,6 +101,8 @@ class LocalServer:
         self.max_message_bytes = max_message_bytes
         self.refusals = refusals
         self.peers: dict[int, LocalPeer] = {}
+        self.zmq_signaled = False
+        self._zmq_fd = zmq_fd
         self._epoll = select.epoll()
         self._epoll.register(zmq_fd, select.EPOLLIN)
         self._listener: Optional[socket.socket] = None
@@ -122,10 +125,13 @@ class LocalServer:
 
     def wait(self, timeout_s: float) -> list[tuple[LocalPeer, bytes]]:
         arrived: list[tuple[LocalPeer, bytes]] = []
+        self.zmq_signaled = False
         for fd, events in self._epoll.poll(timeout_s):
             peer = self.peers.get(fd)
             if peer is None:
-                if self._listener is not None and fd == self._listener.fileno():
+                if fd == self._zmq_fd:
+                    self.zmq_signaled = True
+                elif self._listener is not None and fd == self._listener.fileno():
                     self._accept()
                 continue
             if events & select.EPOLLOUT:
