@@ -59,15 +59,32 @@ def test_scan_calls_a_damaged_last_record_torn():
 
 
 @pytest.mark.parametrize("zeros", [1, wal_format.HEADER.size - 1, wal_format.HEADER.size, 4096])
-def test_scan_calls_a_zero_filled_tail_torn(zeros):
-    scan = wal_format.scan(LOG + bytes(zeros))
+def test_scan_ends_a_log_at_its_zero_filled_end(zeros):
+    scan = wal_format.scan(LOG + bytes(zeros))  # a log is zero-filled ahead of its records
     assert entries(scan) == SCAN_ENTRIES
-    assert (scan.valid_bytes, scan.damage, scan.damage_offset) == (len(LOG), "torn", len(LOG))
-    # A zero-filled region in the middle hides the records after it: that is corruption.
+    assert (scan.valid_bytes, scan.damage, scan.damage_offset) == (len(LOG), None, None)
+    # A zero-filled region in the middle that holds no whole page hides the records after
+    # it: that is corruption.
     scan = wal_format.scan(SCAN_RECORDS[0] + bytes(zeros) + b"".join(SCAN_RECORDS[1:]))
     assert (entries(scan), scan.damage, scan.damage_offset) == (
         SCAN_ENTRIES[:1], "corrupt", SCAN_BOUNDS[1])
 
+
+def test_scan_calls_records_after_an_unwritten_page_a_torn_tail():
+    # A crash may leave a page of a zero-filled log unwritten while a later one was written
+    # back: those records were never synced, so never acknowledged.
+    page = wal_format.PAGE_BYTES
+    records = [wal_format.encode_single(seq, b"k%d" % seq, b"v" * 50) for seq in range(1, 200)]
+    log = b"".join(records)
+    bounds = [sum(map(len, records[:n])) for n in range(len(records) + 1)]
+    whole = max(n for n, bound in enumerate(bounds) if bound <= page)  # records before the page
+    unwritten = log[:page] + bytes(page) + log[2 * page:]
+    scan = wal_format.scan(unwritten)
+    assert (scan.damage, scan.valid_bytes, len(scan.batches)) == ("torn", bounds[whole], whole)
+    # The same zeros a byte off a page boundary are not an unwritten page: corruption.
+    shifted = log[:page + 1] + bytes(page) + log[2 * page + 1:]
+    scan = wal_format.scan(shifted)
+    assert scan.damage == "corrupt" and len(scan.batches) == whole
 
 
 def test_scan_calls_a_torn_record_torn_even_when_its_value_holds_records():

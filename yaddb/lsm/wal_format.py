@@ -15,6 +15,12 @@ A delete has value_len 0 and no value bytes.
 The header has its own checksum so its length can be trusted alone: a record whose sound
 header says it runs past the end of the log was cut short by a crash, whatever its payload
 holds (a value may itself contain bytes shaped like records).
+
+A log is zero-filled ahead of its records (wal.py), so zero bytes from some offset to the end
+are its unused end, not damage. Below that end a crash can leave whole pages unwritten (the
+kernel writes dirty pages back in any order, and records not yet synced were never
+acknowledged): damage that reaches a page of zeros before the next whole record is a torn
+tail, not corruption.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ KIND_BATCH = 1
 OP_PUT = 1
 OP_DELETE = 2
 MAX_PAYLOAD = 1 << 31
+PAGE_BYTES = 4096  # what a crash may leave unwritten below the end of a zero-filled log
+_KIND_BYTE = bytes((KIND_BATCH,))
 
 Entry = tuple[bytes, Optional[bytes]]  # (key, value); value None is a delete
 
@@ -138,28 +146,52 @@ def _record_at(data: bytes, offset: int, after_seq: int) -> Optional[tuple[Batch
     return (batch, end) if batch.first_seq > after_seq else None
 
 
-def _valid_record_from(data: bytes, start: int, after_seq: int) -> bool:
-    """Whether a whole record starts at or after start: tells mid-log damage from a torn tail."""
-    return any(_record_at(data, candidate, after_seq) is not None
-               for candidate in range(start, len(data) - HEADER.size + 1))
+def _next_record_from(data: bytes, start: int, after_seq: int) -> Optional[int]:
+    """Where the first whole record at or after start begins, if any: tells mid-log damage
+    from a torn tail. Only offsets whose kind byte is right are tried."""
+    position = data.find(_KIND_BYTE, start + 8)
+    while position != -1 and position - 8 + HEADER.size <= len(data):
+        if _record_at(data, position - 8, after_seq) is not None:
+            return position - 8
+        position = data.find(_KIND_BYTE, position + 1)
+    return None
+
+
+def _zeros(data: bytes, start: int, end: int) -> bool:
+    return data.count(0, start, end) == end - start
+
+
+def _zero_page_in(data: bytes, start: int, end: int) -> bool:
+    """Whether [start, end) holds a whole page-aligned page of zeros: one a crash left
+    unwritten in a zero-filled log."""
+    page = -(-start // PAGE_BYTES) * PAGE_BYTES
+    while page + PAGE_BYTES <= end:
+        if _zeros(data, page, page + PAGE_BYTES):
+            return True
+        page += PAGE_BYTES
+    return False
 
 
 def scan(data: bytes) -> Scan:
-    """Decode a whole log. Stops at the first record that is cut short or fails a checksum."""
+    """Decode a whole log. Stops at its zero-filled end, or at the first record that is cut
+    short or fails a checksum."""
     batches: list[Batch] = []
     offset = 0
     last_seq = 0
     while offset < len(data):
         found = _record_at(data, offset, last_seq)
         if found is None:
+            if _zeros(data, offset, len(data)):
+                return Scan(batches, offset)  # the unused end of the log
             header = _header_at(data, offset)
             if header is not None and offset + HEADER.size + header[0] > len(data):
                 return Scan(batches, offset, "torn", offset)  # a sound header, its payload cut
             # With a sound header the damage is confined to its payload, so look past it;
             # otherwise the length is unknown and any later offset may start a record.
             resume = offset + 1 if header is None else offset + HEADER.size + header[0]
-            damage = "corrupt" if _valid_record_from(data, resume, last_seq) else "torn"
-            return Scan(batches, offset, damage, offset)
+            following = _next_record_from(data, resume, last_seq)
+            torn = following is None or _zero_page_in(data, offset, following)
+            return Scan(batches, offset, "torn" if torn else "corrupt", offset)
         batch, offset = found
         batches.append(batch)
         last_seq = batch.last_seq
