@@ -12,6 +12,7 @@ pipe is plain POSIX, survives exec, and reaches the child's normal stop path.
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,18 @@ log = logging.getLogger(__name__)
 
 PARENT_FD_VARIABLE = "YADDB_PARENT_FD"  # the --parent-fd flag of run_node.py and run_router.py
 KILL_WAIT_S = 10.0  # after SIGKILL the kernel, not the child, decides; this only bounds a test
+
+
+# Python's collector by default makes a pass over young objects every 700 new ones, and over
+# the whole heap each time it grew by a quarter: a node whose write backlog and memtable held
+# a few hundred thousand objects spent 29-38 us on a set (handle and publish, in-process)
+# against 21-24 us with these thresholds. Cycles are still collected, less often.
+SERVER_GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc_for_serving() -> None:
+    """Fewer collections, for a long-running server process (a node, a router)."""
+    gc.set_threshold(*SERVER_GC_THRESHOLDS)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

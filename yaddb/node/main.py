@@ -23,7 +23,7 @@ from yaddb.replication.backlog import DEFAULT_BACKLOG_BYTES
 from yaddb.replication.lease import Lease
 from yaddb.replication.master import ReplicationSource
 from yaddb.replication.slave import Replica
-from yaddb.supervisor import watch_parent
+from yaddb.supervisor import tune_gc_for_serving, watch_parent
 from yaddb.transport.curve import Security
 from yaddb.transport.keys import load_keys
 
@@ -159,6 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 replica.follow(replica.master)  # a restart resumes where it was
             else:
                 log.info("waiting for POST /subscribe to give this slave a master")
+        tune_gc_for_serving()
         server.serve()
     except zmq.ZMQError as exc:
         log.error("cannot serve on tcp://%s:%d (or its write log on :%d): %s", args.host,

@@ -23,7 +23,7 @@ from yaddb.router.configuration import Configuration
 from yaddb.router.links import READ_PREFERENCES
 from yaddb.router.server import RouterServer
 from yaddb.router.subscribe import subscribe
-from yaddb.supervisor import watch_parent
+from yaddb.supervisor import tune_gc_for_serving, watch_parent
 from yaddb.transport.curve import Security
 from yaddb.transport.keys import MEMBER, ClusterKeys, load_keys, make_keys
 
@@ -190,6 +190,7 @@ def _serve(args: argparse.Namespace, masters: list[str], keys: Optional[ClusterK
         log.info("partitions: %s", ", ".join(f"{i}: {m}" for i, m in enumerate(masters)))
         log.info("HTTP edge: http://%s:%s", args.host, edge.port)
         log.info("native clients: tcp://%s:%d", args.host, args.zmq_port)
+        tune_gc_for_serving()
         stop.wait()
         log.info("stopping")
         return 0
