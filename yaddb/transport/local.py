@@ -2,9 +2,9 @@
 
 ZeroMQ hands each message to an I/O thread on both sides, four thread wake-ups per round trip
 where a plain socket needs none: on a machine with two cores they cost more than the request
-itself (a 120-byte echo: about 28,000 round trips/s over ZeroMQ, 95,000-160,000 over a TCP or
-Unix socket; bench/README.md). So a node also listens on an abstract Unix socket named after
-its address (`local_name`), for clients on its own machine.
+itself (a 120-byte echo between two processes: 28,000 round trips/s over ZeroMQ, 110,000 over
+TCP, 154,000 over a Unix socket; bench/bench_transport.py). So a node also listens on an
+abstract Unix socket named after its address (`local_name`), for clients on its own machine.
 
 Who may connect: both ends read the other's user from the kernel (SO_PEERCRED) and talk only
 to their own user, the one that may read the node's data and keys anyway; such a peer gets
