@@ -80,9 +80,13 @@ def run_compare(args, scratch, report):
 
 
 def run_growth(args, scratch, report):
+    """Our engine at every size; LevelDB, the same fill and workloads, at the sizes
+    --growth-leveldb names (by default the largest only, for the disk-gets goal)."""
     docs = [run_worker(args, scratch, "yaddb", n) for n in args.keys]
-    print_growth(args.keys, docs, args.batch_size, report["goals"])
-    report["workers"] = docs
+    theirs_at = {"all": args.keys, "largest": args.keys[-1:], "none": []}[args.growth_leveldb]
+    theirs = {n: run_worker(args, scratch, "leveldb", n) for n in theirs_at}
+    print_growth(args.keys, docs, theirs, args.batch_size, report["goals"])
+    report["workers"] = docs + list(theirs.values())
 
 
 def check_dependencies(args):
@@ -135,8 +139,11 @@ def parse_args(argv=None):
                    help="LevelDB bloom filter bits/key: 10, as ours, by default; 0 = none (plyvel default)")
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--growth", action="store_true",
-                   help="only our engine, at 100k, 1M (... up to --growth-max) keys")
+                   help="our engine at 100k, 1M (... up to --growth-max) keys; LevelDB as "
+                        "--growth-leveldb says")
     p.add_argument("--growth-max", type=parse_count, default=1_000_000)
+    p.add_argument("--growth-leveldb", choices=("largest", "all", "none"), default="largest",
+                   help="growth mode: the sizes LevelDB runs at too (same fill, reopen, reads)")
     p.add_argument("--worker-timeout", type=float, default=3600,
                    help="seconds before a worker is killed (0 = no limit)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -147,7 +154,7 @@ def parse_args(argv=None):
     args.keys = [parse_count(k) for k in args.keys.split(",") if k.strip()]
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.growth:
-        args.systems = ["yaddb"]
+        args.systems = ["yaddb"] + (["leveldb"] if args.growth_leveldb != "none" else [])
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown or not args.systems:
         p.error(f"--systems: unknown {sorted(unknown)}; choose from {','.join(SYSTEMS)}")
@@ -169,7 +176,7 @@ def main(argv=None):
         args.keys = [s for s in GROWTH_SIZES if s <= args.growth_max]
     report = {"mode": "growth" if args.growth else "compare", "goals": [],
               "config": {k: getattr(args, k) for k in
-                         ("keys", "systems", "growth_max") + FORWARDED}}
+                         ("keys", "systems", "growth_max", "growth_leveldb") + FORWARDED}}
     try:
         (run_growth if args.growth else run_compare)(args, scratch, report)
     finally:

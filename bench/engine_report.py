@@ -8,6 +8,7 @@ GOAL_RATIOS = (("fillrandom", "put", 0.3),
                ("readmissing", "missing get", 0.5))
 GOAL_BYTES_PER_KEY = 24.0
 GOAL_GROWTH_P99 = 2.0
+GOAL_GROWTH_DISK_GETS = 0.5  # readrandom, ours / LevelDB, at the largest growth size
 
 
 def fmt_int(x):
@@ -128,30 +129,41 @@ def print_compare_goals(sizes_docs, sync_docs, goals):
         if rt is not None else "not measured"), goals)
 
 
-def print_growth(sizes, docs, batch_size, goals):
-    """One line per size (our engine only), then the growth and bytes-per-key goals."""
-    print(f"\n== growth: yaddb only (fill with write_batch of {batch_size}, "
-          f"then flush, wait_for_compactions, reopen) ==")
-    rows = [("keys", "fill ops/s", "get p50", "get p99", "miss p99", "peak RSS", "anon RSS",
-             "child RSS", "idx+bloom B/key", "segments", "")]
+def growth_row(label, n, d):
+    """One row of the growth table, and the wrong results seen in it."""
+    res = {r["workload"]: r for r in d["results"]}
+    get, miss, fill = (res.get(w, {}) for w in ("readrandom", "readmissing", "fillbatch"))
+    info = d.get("info", {})
+    st = info.get("stats") or {}
+    wrong = [f"{label} {n:,}: {w}" for w in (wrong_results(get), wrong_results(miss)) if w]
+    problems = [w for w in (warnings_of(get), warnings_of(miss)) if w]
+    if d.get("error"):
+        problems.append(f"!! {d['error']}")
+    row = (label, f"{n:,}", fmt_int(fill.get("ops_per_s")), fmt_int(get.get("ops_per_s")),
+           fmt_f(get.get("p50_us")), fmt_f(get.get("p99_us")), fmt_f(miss.get("p99_us")),
+           mib(info.get("peak_rss_bytes")), mib(info.get("anon_rss_bytes")),
+           mib(info.get("children_peak_rss_bytes")), fmt_f(bytes_per_key(st)),
+           str(st.get("segments", st.get("tables", "-"))), "  ".join(problems))
+    return row, wrong
+
+
+def print_growth(sizes, docs, theirs, batch_size, goals):
+    """One line per size for our engine and for LevelDB at the sizes in `theirs` ({size: doc}),
+    then the growth, disk-gets and bytes-per-key goals."""
+    print(f"\n== growth (fill with write_batch of {batch_size}, then flush, "
+          f"wait_for_compactions, reopen; gets = readrandom) ==")
+    rows = [("system", "keys", "fill ops/s", "gets/s", "get p50", "get p99", "miss p99",
+             "peak RSS", "anon RSS", "child RSS", "idx+bloom B/key", "segments/tables", "")]
     p99, wrong = {}, []
     for n, d in zip(sizes, docs):
-        res = {r["workload"]: r for r in d["results"]}
-        get, miss = res.get("readrandom", {}), res.get("readmissing", {})
-        fill = res.get("fillbatch", {})
-        info = d.get("info", {})
-        st = info.get("stats") or {}
-        p99[n] = get.get("p99_us")
-        wrong += [f"{n:,}: {w}" for w in (wrong_results(get), wrong_results(miss)) if w]
-        problems = [w for w in (warnings_of(get), warnings_of(miss)) if w]
-        if d.get("error"):
-            problems.append(f"!! {d['error']}")
-        rows.append((f"{n:,}", fmt_int(fill.get("ops_per_s")), fmt_f(get.get("p50_us")),
-                     fmt_f(get.get("p99_us")), fmt_f(miss.get("p99_us")),
-                     mib(info.get("peak_rss_bytes")), mib(info.get("anon_rss_bytes")),
-                     mib(info.get("children_peak_rss_bytes")), fmt_f(bytes_per_key(st)),
-                     str(st.get("segments", "-")), "  ".join(problems)))
-    print_table(rows, align=">" * 10 + "<")
+        row, bad = growth_row("yaddb", n, d)
+        rows.append(row)
+        wrong += bad
+        p99[n] = next((r.get("p99_us") for r in d["results"] if r["workload"] == "readrandom"),
+                      None)
+    for n, d in theirs.items():
+        rows.append(growth_row("leveldb", n, d)[0])
+    print_table(rows, align="<" + ">" * 11 + "<")
     print("\n== Goals ==")
     small, large = p99.get(sizes[0]), p99.get(sizes[-1])
     if len(sizes) < 2 or small is None or large is None:
@@ -162,5 +174,21 @@ def print_growth(sizes, docs, batch_size, goals):
                   f"get p99 at {sizes[-1]:,} <= {GOAL_GROWTH_P99:g}x its value at {sizes[0]:,}: "
                   f"{large:.2f} / {small:.2f} us = {rt:.2f}x"
                   + (f" (wrong results: {'; '.join(wrong)})" if wrong else ""), goals)
+    disk_gets_goal(sizes[-1], docs[-1], theirs.get(sizes[-1]), goals)
     for n, d in zip(sizes, docs):
         bytes_per_key_goal(n, d.get("info", {}).get("stats"), goals)
+
+
+def disk_gets_goal(n, ours_doc, theirs_doc, goals):
+    """readrandom (gets of present keys after reopen) ours / LevelDB's, in the same run."""
+    ours, theirs = ({r["workload"]: r for r in d["results"]}.get("readrandom") if d else None
+                    for d in (ours_doc, theirs_doc))
+    rt = ratio(ours, theirs)
+    text = f"disk gets at {n:,} >= {GOAL_GROWTH_DISK_GETS:g}x LevelDB: "
+    if rt is None:
+        goal_line("n/a", text + "not measured", goals)
+        return
+    bad = "; ".join(w for w in (wrong_results(ours), wrong_results(theirs)) if w)
+    goal_line(verdict(rt >= GOAL_GROWTH_DISK_GETS and not bad),
+              text + f"ours / theirs = {ours['ops_per_s']:,.0f} / {theirs['ops_per_s']:,.0f} "
+              f"gets/s = {rt:.2f}x" + (f" (wrong results: {bad})" if bad else ""), goals)

@@ -3,6 +3,7 @@ per system (our engine, LevelDB through plyvel, sqlite3 in WAL mode)."""
 import functools
 import os
 import random
+import time
 import zlib
 
 VALUE_SIZE = 100
@@ -127,6 +128,37 @@ class LeveldbStore(Store):
         with self.db.write_batch(sync=self.durable) as wb:
             for k, v in pairs:
                 wb.put(k, v)
+
+    SETTLE_TIMEOUT_S = 300
+    settle_note = None  # set when settle gave up waiting
+
+    def settle(self):
+        """Wait until LevelDB needs no compaction, as ours waits for its merges: LevelDB has
+        no call for that, so poll its 'leveldb.stats' table until level 0 holds fewer files
+        than its compaction trigger (4) and every other level L is at most 10^L MiB (sizes
+        there are rounded to a MiB: a level just over its limit may still be compacting)."""
+        deadline = time.monotonic() + self.SETTLE_TIMEOUT_S
+        while self.compaction_due():
+            if time.monotonic() > deadline:
+                self.settle_note = f"compactions still due after {self.SETTLE_TIMEOUT_S} s"
+                return
+            time.sleep(0.5)
+
+    def compaction_due(self):
+        for line in self.db.get_property(b"leveldb.stats").decode().splitlines():
+            cells = line.split()  # Level Files Size(MB) Time(sec) Read(MB) Write(MB)
+            if len(cells) == 6 and cells[0].isdigit():
+                level, files, size_mb = int(cells[0]), int(cells[1]), float(cells[2])
+                if files >= 4 if level == 0 else size_mb > 10 ** level:
+                    return True
+        return False
+
+    def stats(self):
+        """The levels' file counts (LevelDB's own 'leveldb.num-files-at-levelN')."""
+        counts = [int(self.db.get_property(b"leveldb.num-files-at-level%d" % level) or 0)
+                  for level in range(7)]
+        note = {"note": self.settle_note} if self.settle_note else {}
+        return {"files_per_level": counts, "tables": sum(counts), **note}
 
     def close(self):
         self.db.close()

@@ -70,6 +70,24 @@ def test_a_merge_above_the_oldest_segment_keeps_tombstones(open_engine):
     assert engine.stats()["tombstones_on_disk"] == 0 and engine.get(b"k") is None
 
 
+def test_gets_probe_each_segment_filter_and_the_newest_version_wins(open_engine):
+    """Engine.get probes the segments' filters inline, with and without the key filter."""
+    engine = open_engine(compaction="manual")
+    expected = {}
+    for round_ in range(6):  # each round overwrites a third of the keys of the one before
+        batch = [(b"key%05d" % i, b"round %d key %d" % (round_, i))
+                 for i in range(round_ * 600, round_ * 600 + 900)]
+        engine.write_batch(batch)
+        engine.flush()
+        expected.update(batch)
+    assert engine.stats()["segments"] == 6
+    absent = [b"key%05d" % i for i in range(4200, 6000)] + [b"other%d" % i for i in range(2000)]
+    for key_filter in (engine.key_filter, None):  # None: as while one is built at open
+        engine._versions.install_key_filter(key_filter)
+        assert {key: engine.get(key) for key in expected} == expected
+        assert [key for key in absent if engine.get(key) is not None] == []
+
+
 def test_compaction_in_a_worker_process(open_engine):
     engine = open_engine(memtable_bytes=2048, compaction="process")
     for i in range(2000):

@@ -128,6 +128,8 @@ class Segment:
                             + sum(sys.getsizeof(k) for k in self._first_keys)
                             + self._offsets.itemsize * len(self._offsets))
         self.bloom_bytes = sys.getsizeof(self.bloom.bits)
+        # What Engine.get probes inline: the bits, m, and a range over the probes after the first.
+        self.probe = (self.bloom.bits, self.bloom.m, range(self.bloom.k - 1))
 
     def _block(self, index: int) -> tuple[list[bytes], list[Optional[bytes]]]:
         try:

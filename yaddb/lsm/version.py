@@ -100,6 +100,27 @@ class VersionSet:
         with self.changed:
             self.changed.notify_all()
 
+    def keys_estimate(self) -> int:
+        mem, _, segments = self.current()
+        return len(mem) + sum(s.entries for s in segments)
+
+    def stats(self) -> dict:
+        """The memtables', segments' and key filter's figures, for Engine.stats."""
+        mem, frozen, segments = self.current()
+        key_filter = self.key_filter
+        return {
+            "memtable_bytes": mem.approx_bytes,
+            "memtable_entries": len(mem),
+            "frozen_memtables": len(frozen),
+            "segments": len(segments),
+            "keys_on_disk": sum(s.entries for s in segments),  # counts shadowed versions too
+            "tombstones_on_disk": sum(s.tombstones for s in segments),
+            "disk_bytes": sum(s.size for s in segments),
+            "index_bytes": sum(s.index_bytes for s in segments),
+            "bloom_bytes": sum(s.bloom_bytes for s in segments),
+            "key_filter_bytes": 0 if key_filter is None else len(key_filter.bloom.bits),
+        }
+
     def close(self) -> tuple[Segment, ...]:
         """No view from now on; returns the segments, for the caller to close."""
         with self.changed:
