@@ -98,12 +98,8 @@ class LocalConnection:
             raise self._timeout("no reply (not connected)")
         received = self._received
         wait_ms = wait_ms or self._remaining_ms(deadline)
+        messages = self._take(received) if received else []
         while True:
-            try:
-                messages = take_messages(received, MAX_REPLY_BYTES)
-            except FramingError as exc:
-                self.reset()
-                raise self._timeout(f"an unreadable reply ({exc})") from None
             for message in messages:
                 try:
                     reply = decode_reply(message)
@@ -124,8 +120,19 @@ class LocalConnection:
             if not data:
                 self.reset()
                 raise self._timeout("no reply (the node closed the connection)")
-            received += data
+            if not received and len(data) >= 4 and LENGTH.unpack_from(data)[0] == len(data) - 4:
+                messages = [data[4:]]  # the usual case, one whole reply: no buffering
+            else:
+                received += data
+                messages = self._take(received)
             wait_ms = self._remaining_ms(deadline)
+
+    def _take(self, received: bytearray) -> list[bytes]:
+        try:
+            return take_messages(received, MAX_REPLY_BYTES)
+        except FramingError as exc:
+            self.reset()
+            raise self._timeout(f"an unreadable reply ({exc})") from None
 
     def _set_waits(self, ms: int) -> None:
         if self._waits_ms != ms and self._sock is not None:
