@@ -13,7 +13,7 @@ from yaddb.item import Item, decode_item, encode_item, key_for
 from yaddb.limits import (DEFAULT_MAX_VALUE_BYTES, DEFAULT_REPLICATION_TIMEOUT_S, check_key,
                           check_write_concern, max_message_bytes)
 from yaddb.placement import host_of, is_loopback, partition_for, split
-from yaddb.transport.client_conn import Connection, NotSent, call_each
+from yaddb.transport.client_conn import Connection, NotSent, RequestConnection, call_each
 from yaddb.transport.curve import CurvePair, speaks_curve
 from yaddb.transport.local_conn import LocalConnection
 
@@ -111,7 +111,7 @@ class Client:
                                                    self._keys, timeout):
             secure = self._keys.secure_client
         self._conn = Connection(endpoint, timeout, context, secure=secure)
-        self._nodes: Optional[list[Connection]] = None  # per partition, when routing directly
+        self._nodes: Optional[list[RequestConnection]] = None  # per partition, when routing directly
         self._direct_after = 0.0  # monotonic time before which calls go through the endpoint
         self._lock = threading.Lock()
         self._heads: dict[tuple[str, str], bytes] = {}
@@ -177,7 +177,7 @@ class Client:
                     results[position] = value
         return results
 
-    def _scatter(self, nodes: list, op: str, entries: list, tail: list, read: bool,
+    def _scatter(self, nodes: list[RequestConnection], op: str, entries: list, tail: list, read: bool,
                  extra_time: float, results: list) -> list[int]:
         """Each master's part at once; fills `results` and returns the positions left for the
         endpoint. Raises when a part may have been applied and did not answer, or failed."""
@@ -210,7 +210,7 @@ class Client:
             raise failure
         return sorted(todo)
 
-    def _direct_nodes(self) -> Optional[list]:
+    def _direct_nodes(self) -> Optional[list[RequestConnection]]:
         """The masters' connections, or None when calls go through the endpoint (it gave no
         map: a node, or masters this machine cannot reach). Called under the lock."""
         try:
@@ -222,7 +222,7 @@ class Client:
             self.direct = False
             return None
 
-    def _partition_connections(self) -> list:
+    def _partition_connections(self) -> list[RequestConnection]:
         """Each partition's master: a LocalConnection or a Connection."""
         if self._nodes is None:
             answer = self._conn.call("map", [], self.read_retries)
@@ -234,7 +234,7 @@ class Client:
             # 503, or a reply if the master is back), at most half the timeout; one that
             # takes connections no more is left for the router at once.
             wait = min(self.timeout / 2, answer["node_timeout_s"])
-            nodes: list = [LocalConnection.open(master, wait)
+            nodes: list[Optional[RequestConnection]] = [LocalConnection.open(master, wait)
                            if self.local and is_loopback(host_of(master)) else None
                            for master in masters]
             keys_required = answer.get("keys_required") and None in nodes

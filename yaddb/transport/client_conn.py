@@ -1,4 +1,5 @@
-"""One DEALER connection to a node or router: request ids, deadlines, and Lazy Pirate retries."""
+"""Connections to a node or router: request ids, deadlines and Lazy Pirate retries, over a
+DEALER here or a same-machine socket (local_conn.py)."""
 from __future__ import annotations
 
 import random
@@ -24,26 +25,16 @@ class Interrupted(YaddbTimeout):
 INTERRUPT_CHECK_MS = 100  # how often a wait looks at the interrupt event
 
 
-class Connection:
-    """Not thread-safe: the Client above it serialises calls."""
+class RequestConnection:
+    """A connection to a node or router, whatever carries it: request ids, and a call's
+    attempts within its time. A subclass sends a frame (`_send`), receives the reply to a
+    request id (`_receive`) and drops its socket (`reset`). Not thread-safe: the Client above
+    it serialises calls."""
 
-    def __init__(self, endpoint: str, timeout: float,
-                 context: Optional[zmq.Context] = None,
-                 connect_timeout: Optional[float] = None,
-                 interrupt: Optional[threading.Event] = None, secure: Secure = None) -> None:
-        """`secure` configures the socket (CURVE keys; transport/curve.py). `connect_timeout` bounds the wait for a connection before NotSent (default: the
-        attempt's whole time), for callers with somewhere else to send. Once `interrupt` is
-        set, a waiting call raises Interrupted within INTERRUPT_CHECK_MS: a thread that is
-        stopping never waits out a peer that does not answer."""
-        self._interrupt = interrupt
-        self._secure = secure
+    def __init__(self, endpoint: str, timeout: float) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._connect_ms = None if connect_timeout is None else max(1, int(connect_timeout * 1000))
-        self._context = context or zmq.Context.instance()
         self._timeout_ms = max(1, int(timeout * 1000))
-        self._sock: Optional[zmq.Socket] = None
-        self._rcvtimeo = -1
         self._next_id = random.randrange(1 << 30)  # a restarted client never reuses recent ids
 
     def call(self, op: str, args: list, retries: int = 0, extra_time: float = 0.0) -> Any:
@@ -66,6 +57,56 @@ class Connection:
                     raise
         raise AssertionError("unreachable")
 
+    def _round_trip(self, request_id: int, frame: bytes, timeout_ms: int):
+        deadline = time.monotonic() + timeout_ms / 1000
+        self._send(frame, deadline, timeout_ms)
+        return self._receive(request_id, deadline, timeout_ms)
+
+    def _send(self, frame: bytes, deadline: float, wait_ms: Optional[int] = None) -> None:
+        """Send `frame` by `deadline` (wait_ms: the attempt's whole time, when known), or
+        raise NotSent."""
+        raise NotImplementedError
+
+    def _receive(self, request_id: int, deadline: float, wait_ms: Optional[int] = None):
+        """The reply to `request_id` by `deadline`, or YaddbTimeout."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.reset()
+
+    def _remaining_ms(self, deadline: float) -> int:
+        return max(0, int((deadline - time.monotonic()) * 1000))
+
+    def _timeout(self, what: str) -> YaddbTimeout:
+        return YaddbTimeout(self._message(what))
+
+    def _message(self, what: str) -> str:
+        return (f"{what} from {self.endpoint} within {self.timeout:g} s; is the node "
+                f"or router running and reachable?")
+
+
+class Connection(RequestConnection):
+    """One DEALER to a node or router."""
+
+    def __init__(self, endpoint: str, timeout: float,
+                 context: Optional[zmq.Context] = None,
+                 connect_timeout: Optional[float] = None,
+                 interrupt: Optional[threading.Event] = None, secure: Secure = None) -> None:
+        """`secure` configures the socket (CURVE keys; transport/curve.py). `connect_timeout` bounds the wait for a connection before NotSent (default: the
+        attempt's whole time), for callers with somewhere else to send. Once `interrupt` is
+        set, a waiting call raises Interrupted within INTERRUPT_CHECK_MS: a thread that is
+        stopping never waits out a peer that does not answer."""
+        super().__init__(endpoint, timeout)
+        self._interrupt = interrupt
+        self._secure = secure
+        self._connect_ms = None if connect_timeout is None else max(1, int(connect_timeout * 1000))
+        self._context = context or zmq.Context.instance()
+        self._sock: Optional[zmq.Socket] = None
+        self._rcvtimeo = -1
+
     def send_only(self, op: str, args: list) -> bool:
         """Send a request that gets no reply (a slave's ack); False if it could not be queued
         (no connection): nothing waits for it, so nothing is lost but its news."""
@@ -76,12 +117,7 @@ class Connection:
             return False
         return True
 
-    def _round_trip(self, request_id: int, frame: bytes, timeout_ms: int):
-        deadline = time.monotonic() + timeout_ms / 1000
-        self._send(frame, deadline)
-        return self._receive(request_id, deadline, timeout_ms)
-
-    def _send(self, frame: bytes, deadline: float) -> None:
+    def _send(self, frame: bytes, deadline: float, wait_ms: Optional[int] = None) -> None:
         sock = self._socket()
         try:
             sock.send(frame, NOBLOCK)
@@ -136,25 +172,13 @@ class Connection:
             self._rcvtimeo = -1  # the socket's RCVTIMEO; set before each wait when it differs
         return self._sock
 
-    def _remaining_ms(self, deadline: float) -> int:
-        return max(0, int((deadline - time.monotonic()) * 1000))
-
-    def _timeout(self, what: str) -> YaddbTimeout:
-        return YaddbTimeout(self._message(what))
-
-    def _message(self, what: str) -> str:
-        return (f"{what} from {self.endpoint} within {self.timeout:g} s; is the node "
-                f"or router running and reachable?")
-
     def reset(self) -> None:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
 
-    close = reset
 
-
-def call_each(calls: list[tuple[Connection, str, list]], extra_time: float = 0.0) -> list[Any]:
+def call_each(calls: list[tuple[RequestConnection, str, list]], extra_time: float = 0.0) -> list[Any]:
     """Send every call, then collect every reply: calls to different nodes take about one
     round trip together. No retries; each connection's timeout (plus `extra_time`) bounds its
     own call. Returns each call's payload, or the YaddbError it raised (NotSent: never sent,

@@ -1,18 +1,16 @@
 """A client's connection to a node on its own machine, over the node's same-machine socket
-(transport/local.py). It offers what client_conn.Connection offers, so a Client and
+(transport/local.py): a RequestConnection, as client_conn.Connection is, so a Client and
 `call_each` use either."""
 from __future__ import annotations
 
-import random
 import socket
 import struct
-import time
-from typing import Any, Optional
+from typing import Optional
 
-from yaddb.errors import BadMessage, YaddbTimeout
-from yaddb.transport.client_conn import NotSent
+from yaddb.errors import BadMessage
+from yaddb.transport.client_conn import NotSent, RequestConnection
 from yaddb.transport.local import LENGTH, FramingError, local_name, same_user, take_messages
-from yaddb.transport.protocol import decode_reply, encode_request
+from yaddb.transport.protocol import decode_reply
 
 _TIMEVAL = struct.Struct("ll")
 RECEIVE_BYTES = 256 << 10
@@ -23,20 +21,16 @@ def _timeval(ms: int) -> bytes:
     return _TIMEVAL.pack(ms // 1000, ms % 1000 * 1000)
 
 
-class LocalConnection:
-    """Not thread-safe: the Client above it serialises calls. A blocking socket whose kernel
-    timeouts (SO_RCVTIMEO, SO_SNDTIMEO) bound each wait: one system call per send or
-    receive, where a socket with a Python timeout polls first."""
+class LocalConnection(RequestConnection):
+    """A blocking socket whose kernel timeouts (SO_RCVTIMEO, SO_SNDTIMEO) bound each wait:
+    one system call per send or receive, where a socket with a Python timeout polls first."""
 
     def __init__(self, address: str, name: str, timeout: float) -> None:
-        self.endpoint = f"tcp://{address}"
+        super().__init__(f"tcp://{address}", timeout)
         self.name = name
-        self.timeout = timeout
-        self._timeout_ms = max(1, int(timeout * 1000))
         self._sock: Optional[socket.socket] = None
         self._received = bytearray()
         self._waits_ms: Optional[int] = None  # the socket's timeouts, set when they change
-        self._next_id = random.randrange(1 << 30)
 
     @classmethod
     def open(cls, address: str, timeout: float) -> Optional["LocalConnection"]:
@@ -64,22 +58,6 @@ class LocalConnection:
         self._sock, self._waits_ms = sock, None
         self._received.clear()
         return sock
-
-    def call(self, op: str, args: list, retries: int = 0, extra_time: float = 0.0) -> Any:
-        """As Connection.call: one request, its reply's payload or the error it carries,
-        within `timeout` (plus `extra_time`) split between 1 + `retries` attempts."""
-        attempt_ms = max(1, (self._timeout_ms + int(extra_time * 1000)) // (retries + 1))
-        for attempt in range(retries + 1):
-            self._next_id += 1
-            deadline = time.monotonic() + attempt_ms / 1000
-            try:
-                self._send(encode_request(self._next_id, op, args), deadline, attempt_ms)
-                return self._receive(self._next_id, deadline, attempt_ms).result()
-            except YaddbTimeout:
-                self.reset()
-                if attempt == retries:
-                    raise
-        raise AssertionError("unreachable")
 
     def _send(self, frame: bytes, deadline: float, wait_ms: Optional[int] = None) -> None:
         sock = self._sock or self._connect()
@@ -141,12 +119,6 @@ class LocalConnection:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
             self._waits_ms = ms
 
-    def _remaining_ms(self, deadline: float) -> int:
-        return max(0, int((deadline - time.monotonic()) * 1000))
-
-    def _timeout(self, what: str) -> YaddbTimeout:
-        return YaddbTimeout(self._message(what))
-
     def _message(self, what: str) -> str:
         return (f"{what} from {self.endpoint} (same-machine socket) within {self.timeout:g} s; "
                 f"is the node running?")
@@ -156,5 +128,3 @@ class LocalConnection:
             self._sock.close()
             self._sock = None
         self._received.clear()
-
-    close = reset
