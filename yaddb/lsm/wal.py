@@ -23,12 +23,10 @@ PREALLOCATE_BYTES = 256 << 10
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:
-    written = os.pwrite(fd, data, offset)
-    if written != len(data):  # regular files write whole or raise; never trust that blindly
-        view = memoryview(data)[written:]
-        while view:
-            step = os.pwrite(fd, view, offset + len(data) - len(view))
-            view = view[step:]
+    view = memoryview(data)
+    while view:  # regular files write whole or raise; never trust that blindly
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class WalWriter:

@@ -40,6 +40,7 @@ OP_DELETE = 2
 MAX_PAYLOAD = 1 << 31
 PAGE_BYTES = 4096  # what a crash may leave unwritten below the end of a zero-filled log
 _KIND_BYTE = bytes((KIND_BATCH,))
+_KIND_OFFSET = 8                    # where the kind byte sits in a header
 
 Entry = tuple[bytes, Optional[bytes]]  # (key, value); value None is a delete
 
@@ -149,10 +150,10 @@ def _record_at(data: bytes, offset: int, after_seq: int) -> Optional[tuple[Batch
 def _next_record_from(data: bytes, start: int, after_seq: int) -> Optional[int]:
     """Where the first whole record at or after start begins, if any: tells mid-log damage
     from a torn tail. Only offsets whose kind byte is right are tried."""
-    position = data.find(_KIND_BYTE, start + 8)
-    while position != -1 and position - 8 + HEADER.size <= len(data):
-        if _record_at(data, position - 8, after_seq) is not None:
-            return position - 8
+    position = data.find(_KIND_BYTE, start + _KIND_OFFSET)
+    while position != -1 and position - _KIND_OFFSET + HEADER.size <= len(data):
+        if _record_at(data, position - _KIND_OFFSET, after_seq) is not None:
+            return position - _KIND_OFFSET
         position = data.find(_KIND_BYTE, position + 1)
     return None
 

@@ -130,20 +130,17 @@ class NodeServer:
             # Writes waiting on their write concern go out at once: merging would add to
             # their wait what it saves the slaves.
             if now - self._published_at < COALESCE_MS / 1000 and not self._held:
-                self._wake_in(COALESCE_MS)  # to publish them even if no request comes
+                self._timeout_ms = COALESCE_MS  # to publish them even if no request comes
                 return
             for message in self.handler.source.publish(outbox, ack_wanted=bool(self._held)):
                 self._send_published(pub, message)
             outbox.clear()
-            self._wake_in(POLL_MS)
+            self._timeout_ms = POLL_MS
         elif now - self._published_at >= HEARTBEAT_S:
             self._send_published(pub, self.handler.source.heartbeat())
         else:
             return
         self._published_at = now
-
-    def _wake_in(self, ms: int) -> None:
-        self._timeout_ms = ms
 
     def _send_published(self, pub: zmq.Socket, message: bytes) -> None:
         pub.send(message, zmq.NOBLOCK)  # a PUB drops at its HWM, never blocks
