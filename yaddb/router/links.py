@@ -1,13 +1,22 @@
-"""The router's view of one partition: a link to its master and one to each slave it learned
-of, each with what the router last heard; and which of them a read goes to."""
+"""The router's view of its nodes: a link to each partition's master and one to each slave it
+learned of, each with what the router last heard; which of them a read goes to; and how the
+router judges them alive (`Links`)."""
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import zmq
 
+from yaddb.transport.curve import SecureSocket
+from yaddb.transport.protocol import encode_request
+from yaddb.transport.sockets import client_socket, send_routed
+
+log = logging.getLogger(__name__)
+
 READ_PREFERENCES = ("master", "any")
+INTERNAL = [b""]          # route of the router's own requests: no ROUTER peer id is ever empty
 
 
 class NodeLink:
@@ -107,3 +116,61 @@ class Partition:
                 "sequence": master["sequence"], "last_reply_s_ago": master["last_reply_s_ago"],
                 **({"refused": master["refused"]} if "refused" in master else {}),
                 "slaves": [link.status() for link in self.slaves.values()]}
+
+
+class Links:
+    """Every DEALER the router holds to a node, by socket, registered with the router's poller;
+    and the liveness rules: who answered lately, whose connection is gone."""
+
+    def __init__(self, context: zmq.Context, poller: zmq.Poller, node_timeout: float,
+                 secure: Optional[SecureSocket]) -> None:
+        self.context = context
+        self.poller = poller
+        self.node_timeout = node_timeout
+        self.secure = secure
+        self.by_socket: dict[zmq.Socket, NodeLink] = {}
+
+    def __iter__(self) -> Iterator[NodeLink]:
+        return iter(list(self.by_socket.values()))
+
+    def connect(self, index: int, address: str, role: str) -> NodeLink:
+        sock = client_socket(self.context, f"tcp://{address}", self.secure)
+        link = self.by_socket[sock] = NodeLink(index, address, role, sock)
+        self.poller.register(sock, zmq.POLLIN)
+        return link
+
+    def close(self) -> None:
+        for sock in self.by_socket:
+            sock.close()
+
+    def await_masters(self, partitions: list[Partition]) -> None:
+        """Give every master up to the node timeout to connect, so the first requests after a
+        start do not fail only because the connections were still being made."""
+        deadline = time.monotonic() + self.node_timeout
+        for partition in partitions:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if partition.master.sock.poll(remaining, zmq.POLLOUT):
+                partition.master.alive = True
+            else:
+                log.warning("%s is not reachable yet", partition.master.name)
+
+    def ask_status(self, now: float, request_ids: Iterator[int], every_s: float) -> None:
+        """Ask every node for its stats; one silent for the node timeout past the last round
+        is down. The answers come back as INTERNAL replies to the router's loop."""
+        for link in self:
+            if link.last_reply and now - link.last_reply > self.node_timeout + every_s:
+                link.alive = False
+            try:  # no deadline of its own: a missing answer only ages last_reply
+                send_routed(link.sock, INTERNAL, encode_request(next(request_ids), "stats", []))
+            except zmq.Again:
+                link.alive = False
+
+    def check_slaves(self) -> None:
+        """A slave whose connection is gone is down now, not at the next status round: one the
+        supervisor restarts within a round would never be seen down, as a slave may get no
+        request but those rounds. (IMMEDIATE: a DEALER with no connected peer is not writable;
+        a full queue also counts, as when the router forwards.) A master is left to the
+        requests it gets, which retry a read elsewhere when its send fails."""
+        for link in self.by_socket.values():
+            if link.alive and link.role == "slave" and not link.sock.poll(0, zmq.POLLOUT):
+                link.alive = False

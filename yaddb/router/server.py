@@ -33,17 +33,15 @@ from yaddb.errors import BadMessage, BadRequest, NotApplied, Unavailable, YaddbE
 from yaddb.router.configuration import Configuration
 from yaddb.router.failover import Failover, check_failover_after
 from yaddb.router.gather import Gather
-from yaddb.router.links import READ_PREFERENCES, NodeLink, Partition
+from yaddb.router.links import INTERNAL, READ_PREFERENCES, Links, NodeLink, Partition
 from yaddb.placement import partition_for, split
 from yaddb.transport.curve import Security
 from yaddb.transport.protocol import (CONTROL_OPS, OPS, REPLICATION_OPS, Reply, decode_reply,
                                       decode_request, encode_error, encode_reply, encode_request)
-from yaddb.transport.sockets import (NOBLOCK, client_socket, readable, recv_message,
-                                     send_routed, server_socket)
+from yaddb.transport.sockets import NOBLOCK, readable, recv_message, send_routed, server_socket
 
 log = logging.getLogger(__name__)
 
-INTERNAL = [b""]          # route of the router's own requests: no ROUTER peer id is ever empty
 TICK_S = 0.05             # how often expired requests are answered
 STATUS_EVERY_S = 1.0      # how often each master is asked for its stats (liveness, keys)
 MAX_DRAIN = 512           # messages taken from one socket before looking at the others
@@ -73,7 +71,6 @@ class RouterServer:
         self.security = security
         self.local_keys_dir = local_keys_dir
         self._secure_front = security.server() if security and curve_front else None
-        self._secure_links = security and security.as_member.secure_client
         masters = self.configuration.masters
         check_failover_after(failover_after)
         self.failover_after = failover_after
@@ -95,8 +92,9 @@ class RouterServer:
         self.start_error: Optional[str] = None  # set, with `ready`, when serve() cannot start
         self._stopping = threading.Event()
         self._partitions: list[Partition] = []
-        self._links: dict[zmq.Socket, NodeLink] = {}
         self._poller = zmq.Poller()
+        self._links = Links(context, self._poller, node_timeout,
+                            security and security.as_member.secure_client)
         # (route id, request id) -> (deadline, node link, gather part or None, read or None);
         # insertion order is deadline order, since every request, and every retry of a read,
         # gets the same timeout from when it is sent. Writes a master may hold for their
@@ -151,17 +149,17 @@ class RouterServer:
             return
         poller = self._poller
         poller.register(front, zmq.POLLIN)
-        self._partitions = [Partition(index, self._connect(index, address, "master"))
+        self._partitions = [Partition(index, self._links.connect(index, address, "master"))
                             for index, address in enumerate(self.masters)]  # whole, at once
         for partition, config in zip(self._partitions, self.configuration.partitions):
             partition.learn_slaves([{"address": a} for a in config.members],  # stored ones
-                                   lambda address, i=partition.index: self._connect(i, address, "slave"))
+                                   lambda address, i=partition.index: self._links.connect(i, address, "slave"))
         next_status = next_tick = 0.0
         if self.failover_after > 0:
             self._failover = Failover(self.configuration, self._partitions, self._command,
                                       self.failover_after, self.node_timeout)
         try:
-            self._await_connections()
+            self._links.await_masters(self._partitions)
             if self._failover is not None:
                 self._await_leases(front)
             self.ready.set()
@@ -170,39 +168,21 @@ class RouterServer:
                     if sock is front:
                         self._drain(front, lambda message: self._from_client(front, message))
                     else:
-                        link = self._links[sock]
+                        link = self._links.by_socket[sock]
                         self._drain(sock, lambda message: self._from_node(front, link, message))
                 now = time.monotonic()
                 self._expire(front, now)
                 if now >= next_tick:  # not on every turn:
-                    self._check_connections()
+                    self._links.check_slaves()
                     if self._failover is not None:
                         self._failover.tick(now)       # leases run in half-seconds
                     next_tick = now + TICK_S
                 if now >= next_status:
-                    self._ask_status(now)
+                    self._links.ask_status(now, self._ids, STATUS_EVERY_S)
                     next_status = now + STATUS_EVERY_S
         finally:
             front.close()
-            for sock in self._links:
-                sock.close()
-
-    def _connect(self, index: int, address: str, role: str) -> NodeLink:
-        sock = client_socket(self.context, f"tcp://{address}", self._secure_links)
-        link = self._links[sock] = NodeLink(index, address, role, sock)
-        self._poller.register(sock, zmq.POLLIN)
-        return link
-
-    def _await_connections(self) -> None:
-        """Give every master up to the node timeout to connect, so the first requests after a
-        start do not fail only because the connections were still being made."""
-        deadline = time.monotonic() + self.node_timeout
-        for partition in self._partitions:
-            remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            if partition.master.sock.poll(remaining, zmq.POLLOUT):
-                partition.master.alive = True
-            else:
-                log.warning("%s is not reachable yet", partition.master.name)
+            self._links.close()
 
     def _await_leases(self, front: zmq.Socket) -> None:
         """Lease every master that answers before taking requests, so that the first writes
@@ -212,7 +192,7 @@ class RouterServer:
             self._failover.tick(time.monotonic())
             for sock, _ in self._poller.poll(int(TICK_S * 1000)):
                 if sock is not front:
-                    link = self._links[sock]
+                    link = self._links.by_socket[sock]
                     self._drain(sock, lambda message: self._from_node(front, link, message))
             self._expire(front, time.monotonic())
 
@@ -402,31 +382,11 @@ class RouterServer:
         if link.role == "master" and isinstance(stats.get("slaves"), list):
             partition = self._partitions[link.partition]
             added = partition.learn_slaves(stats["slaves"],
-                                           lambda address: self._connect(link.partition, address, "slave"))
+                                           lambda address: self._links.connect(link.partition, address, "slave"))
             for slave in added:
                 log.info("%s learned from its master", slave.name)
             if added:
                 self.configuration.note_members(link.partition, list(partition.slaves))
-
-    def _ask_status(self, now: float) -> None:
-        for link in list(self._links.values()):
-            if link.last_reply and now - link.last_reply > self.node_timeout + STATUS_EVERY_S:
-                link.alive = False
-            request_id = next(self._ids)
-            try:  # not in _pending: a missing answer only ages last_reply
-                send_routed(link.sock, INTERNAL, encode_request(request_id, "stats", []))
-            except zmq.Again:
-                link.alive = False
-
-    def _check_connections(self) -> None:
-        """A slave whose connection is gone is down now, not at the next status round: one the
-        supervisor restarts within a round would never be seen down, as a slave may get no
-        request but those rounds. (IMMEDIATE: a DEALER with no connected peer is not writable;
-        a full queue also counts, as in _forward.) A master is left to the requests it gets,
-        which retry a read elsewhere when its send fails."""
-        for link in self._links.values():
-            if link.alive and link.role == "slave" and not link.sock.poll(0, zmq.POLLOUT):
-                link.alive = False
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
