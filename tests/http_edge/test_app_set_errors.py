@@ -77,6 +77,8 @@ def test_set_other_bad_fields(edge):
     ("%ff", "not UTF-8"),
     # digits of another script: int() reads them, but a concern is ASCII digits
     ("%D9%A1", "w must be"),
+    # given twice: Bottle took the last one, so this was a w=1 write acknowledged as such
+    ("all&w=1", "more than once"),
 ])
 def test_a_bad_write_concern_is_400_and_nothing_is_stored(edge, w, words):
     value = f"written with ?w={w}"

@@ -68,7 +68,8 @@ _WRITE_CONCERN = {
     "name": "w", "in": "query", "required": False,
     "description": "Write concern: how many members of the key's partition hold the write "
                    "before the reply (1, the default, is the master alone), or majority or "
-                   "all of them. Above 1 the reply waits up to the replication timeout.",
+                   "all of them. Above 1 the reply waits up to the replication timeout. "
+                   "Given more than once: 400.",
     "schema": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1000},
                          {"type": "string", "enum": list(WRITE_CONCERNS)}]},
 }

@@ -223,8 +223,12 @@ class Endpoints:
 def _write_concern() -> Optional[Any]:
     """The request's `?w=` (1, a number of members, majority or all), or None for the
     client's default; BadRequest (400) for anything else."""
-    w = bottle.request.query.getunicode("w")
-    if w is None and "w" in bottle.request.query:  # getunicode's None: not UTF-8
+    query = bottle.request.query
+    if len(query.getall("w")) > 1:  # Bottle would take the last one: the caller meant which?
+        raise error_reply(400, "w is given more than once; give it once: a number of members, "
+                               "majority or all")
+    w = query.getunicode("w")
+    if w is None and "w" in query:  # getunicode's None: not UTF-8
         raise error_reply(400, "w is not UTF-8 text; it must be a number of members, "
                                "majority or all")
     return None if w is None else check_write_concern(w)
