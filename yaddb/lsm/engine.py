@@ -274,11 +274,13 @@ class Engine:
 
     def _sync_logs(self) -> None:
         """Sync every log that may hold unsynced writes, the oldest first, so a power cut
-        never keeps newer writes and loses older ones."""
-        view = self._versions.view
+        never keeps newer writes and loses older ones. Any thread may call it: the logs are
+        taken as one view, which a writer's memtable switch could otherwise split."""
+        with self._write_lock:
+            view, wal = self._versions.view, self._wal
         for table in reversed(view[1] if view else ()):
             table.wal.sync()
-        self._wal.sync()
+        wal.sync()
 
     def batch(self) -> WriteBatch:
         """`with engine.batch() as b: b.put(...); b.delete(...)` applies all of it on exit."""
