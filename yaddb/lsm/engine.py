@@ -274,10 +274,12 @@ class Engine:
 
     def _sync_logs(self) -> None:
         """Sync every log that may hold unsynced writes, the oldest first, so a power cut
-        never keeps newer writes and loses older ones. Any thread may call it: the logs are
-        taken as one view, which a writer's memtable switch could otherwise split."""
-        with self._write_lock:
-            view, wal = self._versions.view, self._wal
+        never keeps newer writes and loses older ones. Any thread may call it: the current log
+        is read before the frozen ones, so a writer switching memtables in between (_rotate:
+        the log first, then the view) cannot hide the log it froze. No lock: close() holds
+        the write lock while it waits for the periodic syncer."""
+        wal = self._wal
+        view = self._versions.view
         for table in reversed(view[1] if view else ()):
             table.wal.sync()
         wal.sync()
