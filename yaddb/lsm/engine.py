@@ -275,9 +275,10 @@ class Engine:
     def _sync_logs(self) -> None:
         """Sync every log that may hold unsynced writes, the oldest first, so a power cut
         never keeps newer writes and loses older ones. Any thread may call it: the current log
-        is read before the frozen ones, so a writer switching memtables in between (_rotate:
-        the log first, then the view) cannot hide the log it froze. No lock: close() holds
-        the write lock while it waits for the periodic syncer."""
+        is read before the frozen ones, and _rotate publishes the view that lists the log it
+        froze before it makes a new log current, so a switch in between cannot hide the
+        frozen log. No lock: close() holds the write lock while it waits for the periodic
+        syncer."""
         wal = self._wal
         view = self._versions.view
         for table in reversed(view[1] if view else ()):
@@ -335,10 +336,11 @@ class Engine:
         versions.wait_for_room(MAX_FROZEN_MEMTABLES, lambda: self._failure is not None)
         # The frozen table keeps its log open: the flush syncs and closes it off this path.
         versions.view[0].wal = self._wal
-        self._wal = self._new_wal()
+        wal = self._new_wal()
         fresh = Memtable()
-        fresh.wal_numbers.append(self._wal.number)
+        fresh.wal_numbers.append(wal.number)
         versions.freeze(fresh)
+        self._wal = wal  # after the view that lists the old log as frozen (_sync_logs)
 
     def flush(self, wait: bool = True) -> None:
         """Move the memtable into a segment now (normally done when it reaches its size)."""
