@@ -130,9 +130,6 @@ class Links:
         self.secure = secure
         self.by_socket: dict[zmq.Socket, NodeLink] = {}
 
-    def __iter__(self) -> Iterator[NodeLink]:
-        return iter(list(self.by_socket.values()))
-
     def connect(self, index: int, address: str, role: str) -> NodeLink:
         sock = client_socket(self.context, f"tcp://{address}", self.secure)
         link = self.by_socket[sock] = NodeLink(index, address, role, sock)
@@ -157,7 +154,7 @@ class Links:
     def ask_status(self, now: float, request_ids: Iterator[int], every_s: float) -> None:
         """Ask every node for its stats; one silent for the node timeout past the last round
         is down. The answers come back as INTERNAL replies to the router's loop."""
-        for link in self:
+        for link in self.by_socket.values():
             if link.last_reply and now - link.last_reply > self.node_timeout + every_s:
                 link.alive = False
             try:  # no deadline of its own: a missing answer only ages last_reply
