@@ -13,18 +13,15 @@ import os
 import threading
 from typing import Iterable, Iterator, Optional
 
-import mmh3
-
 from yaddb.errors import EngineClosed, InvalidKey, StorageError, ValueTooLarge
 from yaddb.limits import DEFAULT_MAX_VALUE_BYTES, FSYNC_POLICIES, MAX_KEY_BYTES, check_key
 from yaddb.lsm import files, key_filter as key_filters, wal_format
-from yaddb.lsm.bloom import HASH_SEED
 from yaddb.lsm.maintenance import COMPACTION_MODES, Maintenance
-from yaddb.lsm.memtable import MISSING, Memtable
+from yaddb.lsm.memtable import Memtable
 from yaddb.lsm.sstable import DEFAULT_BITS_PER_KEY, DEFAULT_BLOCK_BYTES
 from yaddb.lsm.recovery import recover_directory
 from yaddb.lsm.batch import WriteBatch
-from yaddb.lsm.version import VersionSet
+from yaddb.lsm.version import VersionSet, find_in_segments
 from yaddb.lsm.snapshot import Snapshot, from_key
 from yaddb.lsm.wal import WalWriter, open_logs, read_logs
 
@@ -124,41 +121,7 @@ class Engine:
             node = table.nodes.get(key)
             if node is not None:
                 return node.value
-        if not segments:
-            return None
-        h1, h2 = mmh3.hash64(key, HASH_SEED, signed=False)
-        key_filter = versions.key_filter
-        if key_filter is not None:
-            bloom = key_filter.bloom
-            position = h1 % bloom.m
-            if not bloom.bits[position >> 3] >> (position & 7) & 1 or not bloom.may_contain_hash(h1, h2):
-                return None  # in no segment
-            # The key filter said maybe, so if no newer segment has the key the oldest is the
-            # one to read: its own filter would only cost a present key another microsecond.
-            *newer, oldest = segments
-        else:
-            newer, oldest = segments, None
-        for segment in newer:
-            # Every probe inline (this loop runs once per segment for most gets): for an absent
-            # key the first two say no 3 times in 4 at 10 bits per key.
-            bits, m, probes = segment.probe
-            position = h1 % m
-            if not bits[position >> 3] >> (position & 7) & 1:
-                continue
-            step = h2 % m
-            for _ in probes:
-                position = (position + step) % m
-                if not bits[position >> 3] >> (position & 7) & 1:
-                    break
-            else:
-                value = segment.lookup(key)
-                if value is not MISSING:
-                    return value
-        if oldest is not None:
-            value = oldest.lookup(key)
-            if value is not MISSING:
-                return value
-        return None
+        return find_in_segments(segments, versions.key_filter, key) if segments else None
 
     def snapshot(self) -> Snapshot:
         """A consistent view of every live item as of the current sequence number."""
